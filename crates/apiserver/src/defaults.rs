@@ -1,0 +1,204 @@
+//! Kubernetes defaulting for the kinds rkube's daemons interpret, applied at admission so
+//! that stored objects look as they would in Kubernetes (`kubectl get -o yaml` shows the same
+//! defaulted fields).
+
+use serde_json::{Value, json};
+
+/// Fills `key` with `value` when absent or null.
+fn default(obj: &mut Value, key: &str, value: Value) {
+    if let Some(map) = obj.as_object_mut() {
+        let slot = map.entry(key.to_string()).or_insert(Value::Null);
+        if slot.is_null() {
+            *slot = value;
+        }
+    }
+}
+
+/// The object at `key`, created empty when absent.
+fn child<'a>(obj: &'a mut Value, key: &str) -> &'a mut Value {
+    default(obj, key, json!({}));
+    &mut obj[key]
+}
+
+/// Applies the defaults of `group`/`kind` to `obj`.
+pub fn apply(group: &str, kind: &str, obj: &mut Value) {
+    match (group, kind) {
+        ("", "Pod") => pod_spec(child(obj, "spec")),
+        ("", "Service") => service_spec(child(obj, "spec")),
+        ("", "Namespace") => {
+            let spec = child(obj, "spec");
+            default(spec, "finalizers", json!(["kubernetes"]));
+            default(child(obj, "status"), "phase", json!("Active"));
+        }
+        ("", "Secret") => default(obj, "type", json!("Opaque")),
+        ("apps", "Deployment") => {
+            let spec = child(obj, "spec");
+            default(spec, "replicas", json!(1));
+            default(spec, "revisionHistoryLimit", json!(10));
+            default(spec, "progressDeadlineSeconds", json!(600));
+            let strategy = child(spec, "strategy");
+            default(strategy, "type", json!("RollingUpdate"));
+            if strategy["type"] == "RollingUpdate" {
+                let rolling = child(strategy, "rollingUpdate");
+                default(rolling, "maxUnavailable", json!("25%"));
+                default(rolling, "maxSurge", json!("25%"));
+            }
+            template(spec);
+        }
+        ("apps", "ReplicaSet") => {
+            let spec = child(obj, "spec");
+            default(spec, "replicas", json!(1));
+            template(spec);
+        }
+        ("apps", "StatefulSet") => {
+            let spec = child(obj, "spec");
+            default(spec, "replicas", json!(1));
+            default(spec, "podManagementPolicy", json!("OrderedReady"));
+            default(spec, "revisionHistoryLimit", json!(10));
+            default(
+                child(spec, "updateStrategy"),
+                "type",
+                json!("RollingUpdate"),
+            );
+            template(spec);
+        }
+        ("apps", "DaemonSet") => {
+            let spec = child(obj, "spec");
+            default(spec, "revisionHistoryLimit", json!(10));
+            default(
+                child(spec, "updateStrategy"),
+                "type",
+                json!("RollingUpdate"),
+            );
+            template(spec);
+        }
+        ("batch", "Job") => job_spec(child(obj, "spec")),
+        ("batch", "CronJob") => {
+            let spec = child(obj, "spec");
+            default(spec, "concurrencyPolicy", json!("Allow"));
+            default(spec, "suspend", json!(false));
+            default(spec, "successfulJobsHistoryLimit", json!(3));
+            default(spec, "failedJobsHistoryLimit", json!(1));
+            job_spec(child(child(spec, "jobTemplate"), "spec"));
+        }
+        _ => {}
+    }
+}
+
+fn template(spec: &mut Value) {
+    if let Some(template) = spec.get_mut("template").filter(|t| t.is_object()) {
+        pod_spec(child(template, "spec"));
+    }
+}
+
+fn job_spec(spec: &mut Value) {
+    let indexed = spec["completionMode"] == "Indexed";
+    default(spec, "parallelism", json!(1));
+    default(spec, "completions", json!(1));
+    default(spec, "backoffLimit", json!(6));
+    default(
+        spec,
+        "completionMode",
+        json!(if indexed { "Indexed" } else { "NonIndexed" }),
+    );
+    default(spec, "suspend", json!(false));
+    if let Some(template) = spec.get_mut("template").filter(|t| t.is_object()) {
+        pod_spec(child(template, "spec"));
+    }
+}
+
+fn pod_spec(spec: &mut Value) {
+    default(spec, "restartPolicy", json!("Always"));
+    default(spec, "dnsPolicy", json!("ClusterFirst"));
+    default(spec, "schedulerName", json!("default-scheduler"));
+    default(spec, "terminationGracePeriodSeconds", json!(30));
+    default(spec, "securityContext", json!({}));
+    default(spec, "enableServiceLinks", json!(true));
+    for list in ["initContainers", "containers"] {
+        if let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) {
+            for c in containers {
+                container(c);
+            }
+        }
+    }
+}
+
+fn container(c: &mut Value) {
+    let image = c["image"].as_str().unwrap_or_default();
+    let latest = image_tag(image).is_none_or(|tag| tag == "latest");
+    default(
+        c,
+        "imagePullPolicy",
+        json!(if latest { "Always" } else { "IfNotPresent" }),
+    );
+    default(c, "terminationMessagePath", json!("/dev/termination-log"));
+    default(c, "terminationMessagePolicy", json!("File"));
+    if let Some(ports) = c.get_mut("ports").and_then(Value::as_array_mut) {
+        for p in ports {
+            default(p, "protocol", json!("TCP"));
+        }
+    }
+}
+
+/// The tag of an image reference, if it has one (a digest counts as pinned).
+fn image_tag(image: &str) -> Option<&str> {
+    if image.contains('@') {
+        return Some("@digest");
+    }
+    let last = image.rsplit('/').next().unwrap_or(image);
+    last.split_once(':').map(|(_, tag)| tag)
+}
+
+fn service_spec(spec: &mut Value) {
+    default(spec, "type", json!("ClusterIP"));
+    default(spec, "sessionAffinity", json!("None"));
+    if spec["type"] != "ExternalName" {
+        default(spec, "internalTrafficPolicy", json!("Cluster"));
+    }
+    if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+        for p in ports {
+            default(p, "protocol", json!("TCP"));
+            let port = p["port"].clone();
+            default(p, "targetPort", port);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_defaults_match_kubernetes() {
+        let mut pod = json!({"spec": {"containers": [
+            {"name": "a", "image": "busybox"},
+            {"name": "b", "image": "registry.local:5000/app:1.2"}
+        ]}});
+        apply("", "Pod", &mut pod);
+        assert_eq!(pod["spec"]["restartPolicy"], "Always");
+        assert_eq!(pod["spec"]["schedulerName"], "default-scheduler");
+        assert_eq!(pod["spec"]["containers"][0]["imagePullPolicy"], "Always");
+        assert_eq!(
+            pod["spec"]["containers"][1]["imagePullPolicy"],
+            "IfNotPresent"
+        );
+    }
+
+    #[test]
+    fn defaults_never_override_given_values() {
+        let mut dep =
+            json!({"spec": {"replicas": 0, "template": {"spec": {"restartPolicy": "Never"}}}});
+        apply("apps", "Deployment", &mut dep);
+        assert_eq!(dep["spec"]["replicas"], 0);
+        assert_eq!(dep["spec"]["template"]["spec"]["restartPolicy"], "Never");
+        assert_eq!(dep["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%");
+    }
+
+    #[test]
+    fn service_target_port_defaults_to_port() {
+        let mut svc = json!({"spec": {"ports": [{"port": 80}]}});
+        apply("", "Service", &mut svc);
+        assert_eq!(svc["spec"]["ports"][0]["targetPort"], 80);
+        assert_eq!(svc["spec"]["ports"][0]["protocol"], "TCP");
+    }
+}

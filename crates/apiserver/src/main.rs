@@ -1,0 +1,129 @@
+//! The `rkube-apiserver` binary: flags, logging, signals.
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Log output formats.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// rkube-apiserver: keeps the cluster state and serves the API.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Directory for the store (created if missing).
+    #[arg(
+        long,
+        env = "RKUBE_DATA_DIR",
+        default_value = "/var/lib/rkube/apiserver"
+    )]
+    data_dir: PathBuf,
+    /// Keep everything in memory instead of --data-dir (for trying things out; lost on exit).
+    #[arg(long, env = "RKUBE_IN_MEMORY")]
+    in_memory: bool,
+    /// Address to listen on.
+    #[arg(long, env = "RKUBE_BIND_ADDRESS", default_value = "127.0.0.1")]
+    bind_address: IpAddr,
+    /// Port for gRPC and the HTTP endpoints; 0 picks a free port.
+    #[arg(long, env = "RKUBE_PORT", default_value_t = 6443)]
+    port: u16,
+    /// Log format.
+    #[arg(long, env = "RKUBE_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Log filter, e.g. `info` or `rkube_apiserver=debug`.
+    #[arg(long, env = "RKUBE_LOG", default_value = "info")]
+    log_level: String,
+    /// Events per resource kept for watchers resuming from an older resourceVersion.
+    #[arg(long, env = "RKUBE_WATCH_CACHE_SIZE", default_value_t = 10_000)]
+    watch_cache_size: usize,
+    /// Events a watcher may have waiting before it is closed as too slow.
+    #[arg(long, env = "RKUBE_WATCHER_BUFFER", default_value_t = 1_000)]
+    watcher_buffer: usize,
+    /// Seconds between bookmarks to watchers that ask for them.
+    #[arg(long, env = "RKUBE_BOOKMARK_INTERVAL", default_value_t = 10)]
+    bookmark_interval: u64,
+    /// Seconds between compactions of the store's change log.
+    #[arg(long, env = "RKUBE_COMPACTION_INTERVAL", default_value_t = 60)]
+    compaction_interval: u64,
+    /// Revisions of change log each compaction keeps.
+    #[arg(long, env = "RKUBE_COMPACTION_RETAIN", default_value_t = 10_000)]
+    compaction_retain: u64,
+}
+
+fn init_logging(args: &Args) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .with_context(|| format!("invalid --log-level {:?}", args.log_level))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    if args.bookmark_interval == 0 || args.compaction_interval == 0 {
+        anyhow::bail!("--bookmark-interval and --compaction-interval must be at least 1 second");
+    }
+    let data_dir = if args.in_memory {
+        None
+    } else {
+        std::fs::create_dir_all(&args.data_dir)
+            .with_context(|| format!("cannot create --data-dir {}", args.data_dir.display()))?;
+        Some(args.data_dir.clone())
+    };
+    let options = rkube_apiserver::Options {
+        data_dir,
+        bind_address: args.bind_address,
+        port: args.port,
+        watch_cache_size: args.watch_cache_size,
+        watcher_buffer: args.watcher_buffer,
+        bookmark_interval: Duration::from_secs(args.bookmark_interval),
+        compaction_interval: Duration::from_secs(args.compaction_interval),
+        compaction_retain: args.compaction_retain,
+        ..Default::default()
+    };
+    let mut running = rkube_apiserver::start(options).await?;
+    // The listening address on stdout, for scripts and tests that start us on port 0.
+    println!("listening on {}", running.addr);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        result = running.wait() => {
+            result.context("server failed")?;
+            return Ok(());
+        }
+    }
+    running.shutdown().await;
+    Ok(())
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Err(e) = init_logging(&args) {
+        eprintln!("rkube-apiserver: {e:#}");
+        std::process::exit(2);
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("rkube-apiserver: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(run(args)) {
+        eprintln!("rkube-apiserver: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,968 @@
+//! The verbs of the Kubernetes API over the store and the watch caches, independent of the
+//! face (gRPC now, REST later) that carries them: get, list, watch, create, update, patch,
+//! delete, with admission (defaults, system fields, validation) on every write.
+
+use crate::caches::Caches;
+use crate::defaults;
+use crate::errors::{self, MODIFIED};
+use crate::watch_cache::{Filter, ListPage, Subscription, WatchStart};
+use bytes::Bytes;
+use rkube_store::{Error as StoreError, Revision, Store, ValueFn};
+use rkube_types::fields::FieldSelector;
+use rkube_types::selector::LabelSelector;
+use rkube_types::{ApiError, Reason, ResourceInfo, registry, validation};
+use serde_json::{Map, Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Objects larger than this are refused with 413 (etcd's limit, which Kubernetes inherits).
+pub const MAX_OBJECT_BYTES: usize = rkube_rpc::MAX_OBJECT_BYTES;
+
+/// How long a read waits for the watch caches to reach the revision it must reflect.
+const CACHE_WAIT: Duration = Duration::from_secs(5);
+
+/// How often an unconditional write retries after losing a compare-and-swap race.
+const MAX_RETRIES: usize = 32;
+
+/// Options of list and watch, as in `metav1.ListOptions`.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// Label selector, Kubernetes syntax.
+    pub label_selector: String,
+    /// Field selector, Kubernetes syntax.
+    pub field_selector: String,
+    /// Page size; 0 for everything.
+    pub limit: i64,
+    /// Continue token of the previous page.
+    pub continue_token: String,
+    /// `""`, `"0"` or a revision.
+    pub resource_version: String,
+    /// `""`, `NotOlderThan` or `Exact`.
+    pub resource_version_match: String,
+    /// Watch: send bookmarks.
+    pub allow_bookmarks: bool,
+}
+
+/// Options of create, update and patch.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    /// Validate and admit, but store nothing.
+    pub dry_run: bool,
+    /// The writer's name, for managed fields.
+    pub field_manager: String,
+}
+
+/// Options of delete, as in `metav1.DeleteOptions`.
+#[derive(Debug, Clone, Default)]
+pub struct DeleteOptions {
+    /// Delete only if the object has this uid.
+    pub uid: Option<String>,
+    /// Delete only if the object is at this resourceVersion.
+    pub resource_version: Option<String>,
+    /// Seconds of grace; `None` for the object's default; 0 to delete now.
+    pub grace_period_seconds: Option<i64>,
+    /// `""`/`Background`, `Foreground` or `Orphan`.
+    pub propagation_policy: String,
+    /// Check, but delete nothing.
+    pub dry_run: bool,
+}
+
+/// Patch formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatchKind {
+    /// RFC 6902.
+    Json,
+    /// RFC 7386.
+    Merge,
+}
+
+/// Which part of an object a write may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// Everything but the status (for resources with a status subresource).
+    Main,
+    /// The status subresource: only the status.
+    Status,
+}
+
+/// Resolves `group/version/resource` in the registry, or 404 as Kubernetes answers.
+pub fn resolve(
+    group: &str,
+    version: &str,
+    resource: &str,
+) -> Result<&'static ResourceInfo, ApiError> {
+    registry::lookup(group, version, resource).ok_or_else(|| {
+        ApiError::new(
+            Reason::NotFound,
+            format!(
+                "the server could not find the requested resource ({})",
+                rkube_types::status::qualified(group, resource)
+            ),
+        )
+        .with_details(group, resource, "")
+    })
+}
+
+/// The API verbs over one store and its caches.
+#[derive(Clone)]
+pub struct Objects {
+    store: Arc<dyn Store>,
+    caches: Arc<Caches>,
+}
+
+impl Objects {
+    /// Verbs over `store`, reading through `caches`.
+    pub fn new(store: Arc<dyn Store>, caches: Arc<Caches>) -> Self {
+        Objects { store, caches }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The caches.
+    pub fn caches(&self) -> &Arc<Caches> {
+        &self.caches
+    }
+
+    /// The object's Kubernetes JSON.
+    pub async fn get(&self, info: &ResourceInfo, ns: &str, name: &str) -> Result<Bytes, ApiError> {
+        let key = object_key(info, ns, name)?;
+        match self.store.get(&key).await {
+            Ok(Some(rec)) => Ok(rec.value),
+            Ok(None) => Err(ApiError::not_found(info.group, info.plural, name)),
+            Err(e) => Err(errors::from_store(info, name, e)),
+        }
+    }
+
+    /// A page of the selected objects, from the watch cache.
+    pub async fn list(
+        &self,
+        info: &ResourceInfo,
+        ns: &str,
+        q: &ListQuery,
+    ) -> Result<ListPage, ApiError> {
+        let filter = filter(info, ns, q)?;
+        let cache = self.cache(info)?;
+        let limit = usize::try_from(q.limit.max(0)).unwrap_or(usize::MAX);
+        if !q.continue_token.is_empty() {
+            if !q.resource_version.is_empty() && q.resource_version != "0" {
+                return Err(ApiError::bad_request(
+                    "specifying resource version is not allowed when using continue",
+                ));
+            }
+            let (revision, after) = decode_continue(&q.continue_token)?;
+            let mut page = cache.list(&filter, limit, Some(&after), &self.caches.revision);
+            page.revision = revision;
+            return Ok(page);
+        }
+        let exact = match q.resource_version_match.as_str() {
+            "" | "NotOlderThan" => false,
+            "Exact" => true,
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unsupported resourceVersionMatch {other:?}: supported values: \"Exact\", \"NotOlderThan\""
+                )));
+            }
+        };
+        match q.resource_version.as_str() {
+            "" => {
+                if exact {
+                    return Err(ApiError::bad_request(
+                        "resourceVersionMatch is forbidden unless resourceVersion is provided",
+                    ));
+                }
+                self.wait_for_cache(self.store.revision()).await?;
+            }
+            "0" => {}
+            rv => {
+                let rv = parse_revision(rv)?;
+                self.wait_for_cache(rv).await?;
+                let page = cache.list(&filter, limit, None, &self.caches.revision);
+                if exact && page.revision != rv {
+                    return Err(ApiError::expired(format!(
+                        "resourceVersion {rv} is not available for an exact list; the current resourceVersion is {}",
+                        page.revision
+                    )));
+                }
+                return Ok(page);
+            }
+        }
+        Ok(cache.list(&filter, limit, None, &self.caches.revision))
+    }
+
+    /// Registers a watch on the watch cache.
+    pub async fn watch(
+        &self,
+        info: &ResourceInfo,
+        ns: &str,
+        q: &ListQuery,
+    ) -> Result<Subscription, ApiError> {
+        let filter = filter(info, ns, q)?;
+        let cache = self.cache(info)?;
+        let start = match q.resource_version.as_str() {
+            "" | "0" => WatchStart::Now,
+            rv => {
+                let rv = parse_revision(rv)?;
+                // Events up to `rv` must be in the cache before we pick those after it.
+                self.wait_for_cache(rv).await?;
+                WatchStart::After(rv)
+            }
+        };
+        cache.watch(filter, start, q.allow_bookmarks, &self.caches.revision)
+    }
+
+    /// Creates the object in `body` (namespace from the request when it gives one).
+    pub async fn create(
+        &self,
+        info: &ResourceInfo,
+        ns: &str,
+        body: &[u8],
+        opts: &WriteOptions,
+    ) -> Result<Bytes, ApiError> {
+        let mut obj = parse_body(info, body)?;
+        let meta = metadata_mut(&mut obj);
+        let body_ns = str_of(meta.get("namespace")).to_string();
+        let ns = if info.namespaced {
+            match (ns, body_ns.as_str()) {
+                ("", "") => "default".to_string(),
+                ("", b) => b.to_string(),
+                (r, "") => r.to_string(),
+                (r, b) if r == b => r.to_string(),
+                (r, b) => return Err(namespace_mismatch(b, r)),
+            }
+        } else {
+            String::new()
+        };
+        if info.namespaced {
+            meta.insert("namespace".into(), ns.clone().into());
+        } else {
+            meta.remove("namespace");
+        }
+        let mut name = str_of(meta.get("name")).to_string();
+        if name.is_empty() {
+            let prefix = str_of(meta.get("generateName"));
+            if !prefix.is_empty() {
+                name = format!("{prefix}{}", random_suffix());
+                meta.insert("name".into(), name.clone().into());
+            }
+        }
+        if !str_of(meta.get("resourceVersion")).is_empty() {
+            return Err(ApiError::bad_request(
+                "resourceVersion should not be set on objects to be created",
+            ));
+        }
+        meta.remove("deletionTimestamp");
+        meta.remove("deletionGracePeriodSeconds");
+        meta.insert("uid".into(), uuid::Uuid::new_v4().to_string().into());
+        meta.insert("creationTimestamp".into(), now(0).into());
+        meta.insert("generation".into(), 1.into());
+        if info.has_status() {
+            obj.as_object_mut().map(|o| o.remove("status"));
+        }
+        defaults::apply(info.group, info.kind, &mut obj);
+        if info.group.is_empty() && info.kind == "Pod" {
+            obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(&obj)});
+        }
+        validate(info, &name, &obj)?;
+        if info.namespaced {
+            self.check_namespace(info, &ns, &name).await?;
+        }
+        if opts.dry_run {
+            return Ok(encode(&obj));
+        }
+        let key = info.storage_key(&ns, &name);
+        self.store
+            .create(&key, with_revision(obj))
+            .await
+            .map(|rec| rec.value)
+            .map_err(|e| errors::from_store(info, &name, e))
+    }
+
+    /// Replaces the object (or its status) with `body`.
+    pub async fn update(
+        &self,
+        info: &ResourceInfo,
+        ns: &str,
+        name: &str,
+        body: &[u8],
+        part: Part,
+        opts: &WriteOptions,
+    ) -> Result<Bytes, ApiError> {
+        let mut new = parse_body(info, body)?;
+        let meta = metadata_mut(&mut new);
+        match str_of(meta.get("name")) {
+            "" => {
+                meta.insert("name".into(), name.into());
+            }
+            n if n != name => {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({n}) does not match the name on the URL ({name})"
+                )));
+            }
+            _ => {}
+        }
+        if info.namespaced {
+            match str_of(meta.get("namespace")) {
+                "" => {
+                    meta.insert("namespace".into(), ns.into());
+                }
+                b if b != ns => return Err(namespace_mismatch(b, ns)),
+                _ => {}
+            }
+        }
+        let precondition = match str_of(meta.get("resourceVersion")) {
+            "" => None,
+            rv => Some(parse_revision(rv)?),
+        };
+        self.guaranteed_update(info, ns, name, precondition, opts.dry_run, |old| {
+            Ok(admit_update(info, old, new.clone(), part))
+        })
+        .await
+    }
+
+    /// Applies a JSON or merge patch to the object (or its status).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn patch(
+        &self,
+        info: &ResourceInfo,
+        ns: &str,
+        name: &str,
+        kind: PatchKind,
+        patch: &[u8],
+        part: Part,
+        opts: &WriteOptions,
+    ) -> Result<Bytes, ApiError> {
+        if patch.len() > MAX_OBJECT_BYTES {
+            return Err(too_large());
+        }
+        let patch: Value = serde_json::from_slice(patch)
+            .map_err(|e| ApiError::bad_request(format!("unable to decode patch: {e}")))?;
+        let json_patch = match kind {
+            PatchKind::Json => Some(
+                serde_json::from_value::<json_patch::Patch>(patch.clone())
+                    .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?,
+            ),
+            PatchKind::Merge => {
+                if !patch.is_object() {
+                    return Err(ApiError::bad_request("a merge patch must be a JSON object"));
+                }
+                None
+            }
+        };
+        self.guaranteed_update(info, ns, name, None, opts.dry_run, |old| {
+            let mut doc = old.clone();
+            match &json_patch {
+                Some(p) => json_patch::patch(&mut doc, p).map_err(|e| {
+                    ApiError::new(Reason::Invalid, format!("unable to apply patch: {e}"))
+                        .with_details(info.group, info.plural, name)
+                })?,
+                None => json_patch::merge(&mut doc, &patch),
+            }
+            if !doc.is_object() || !doc["metadata"].is_object() {
+                return Err(ApiError::new(
+                    Reason::Invalid,
+                    "the patch removed the object's metadata",
+                ));
+            }
+            if doc["metadata"]["resourceVersion"] != old["metadata"]["resourceVersion"]
+                && !doc["metadata"]["resourceVersion"].is_null()
+            {
+                return Err(ApiError::conflict(info.group, info.plural, name, MODIFIED));
+            }
+            Ok(admit_update(info, old, doc, part))
+        })
+        .await
+    }
+
+    /// Deletes the object, gracefully when it has finalizers or a grace period.
+    pub async fn delete(
+        &self,
+        info: &ResourceInfo,
+        ns: &str,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> Result<Bytes, ApiError> {
+        let key = object_key(info, ns, name)?;
+        for _ in 0..MAX_RETRIES {
+            let rec = match self.store.get(&key).await {
+                Ok(Some(rec)) => rec,
+                Ok(None) => return Err(ApiError::not_found(info.group, info.plural, name)),
+                Err(e) => return Err(errors::from_store(info, name, e)),
+            };
+            let old: Value = serde_json::from_slice(&rec.value).unwrap_or_default();
+            let meta = &old["metadata"];
+            if let Some(uid) = &opts.uid
+                && uid != str_of(meta.get("uid"))
+            {
+                return Err(ApiError::conflict(
+                    info.group,
+                    info.plural,
+                    name,
+                    &format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                        str_of(meta.get("uid"))
+                    ),
+                ));
+            }
+            if let Some(rv) = &opts.resource_version
+                && rv != &rec.mod_revision.to_string()
+            {
+                return Err(ApiError::conflict(
+                    info.group,
+                    info.plural,
+                    name,
+                    &format!(
+                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                        rec.mod_revision
+                    ),
+                ));
+            }
+            let grace = opts
+                .grace_period_seconds
+                .unwrap_or_else(|| default_grace(info, &old))
+                .max(0);
+            let grace = if info.group.is_empty() && info.kind == "Pod" && pod_is_done(&old) {
+                0
+            } else {
+                grace
+            };
+            let mut new = old.clone();
+            let finalizer = match opts.propagation_policy.as_str() {
+                "Orphan" => Some("orphan"),
+                "Foreground" => Some("foregroundDeletion"),
+                "" | "Background" => None,
+                other => {
+                    return Err(ApiError::invalid(
+                        info.group,
+                        info.kind,
+                        info.plural,
+                        name,
+                        vec![rkube_types::StatusCause::not_supported(
+                            "propagationPolicy",
+                            other,
+                            &["Foreground", "Background", "Orphan"],
+                        )],
+                    ));
+                }
+            };
+            let new_meta = metadata_mut(&mut new);
+            if let Some(f) = finalizer {
+                let list = new_meta.entry("finalizers").or_insert_with(|| json!([]));
+                if let Some(list) = list.as_array_mut()
+                    && !list.iter().any(|x| x == f)
+                {
+                    list.push(f.into());
+                }
+            }
+            if !has_finalizers(&new) && grace == 0 {
+                if opts.dry_run {
+                    return Ok(rec.value);
+                }
+                match self.store.delete(&key, Some(rec.mod_revision)).await {
+                    Ok(gone) => return Ok(gone.value),
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(e) => return Err(errors::from_store(info, name, e)),
+                }
+            }
+            // Graceful: mark the object; the finalizers' owners or the kubelet finish it.
+            let new_meta = metadata_mut(&mut new);
+            let current_grace = new_meta
+                .get("deletionGracePeriodSeconds")
+                .and_then(Value::as_i64);
+            let marked = new_meta.contains_key("deletionTimestamp");
+            if !marked || current_grace.is_some_and(|g| grace < g) {
+                new_meta.insert("deletionTimestamp".into(), now(grace).into());
+                new_meta.insert("deletionGracePeriodSeconds".into(), grace.into());
+                if !marked && let Some(g) = new_meta.get("generation").and_then(Value::as_i64) {
+                    new_meta.insert("generation".into(), (g + 1).into());
+                }
+            }
+            if info.group.is_empty() && info.kind == "Namespace" {
+                new["status"]["phase"] = "Terminating".into();
+            }
+            if without_revision(&new) == without_revision(&old) {
+                return Ok(rec.value);
+            }
+            if opts.dry_run {
+                return Ok(encode(&new));
+            }
+            match self
+                .store
+                .update(&key, Some(rec.mod_revision), with_revision(new))
+                .await
+            {
+                Ok(updated) => return Ok(updated.value),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(errors::from_store(info, name, e)),
+            }
+        }
+        Err(ApiError::conflict(info.group, info.plural, name, MODIFIED))
+    }
+
+    /// Read, mutate, compare-and-swap; retried on a lost race unless the client gave a
+    /// resourceVersion precondition. An object being deleted whose last finalizer goes is
+    /// removed.
+    async fn guaranteed_update(
+        &self,
+        info: &ResourceInfo,
+        ns: &str,
+        name: &str,
+        precondition: Option<Revision>,
+        dry_run: bool,
+        mutate: impl Fn(&Value) -> Result<Value, ApiError>,
+    ) -> Result<Bytes, ApiError> {
+        let key = object_key(info, ns, name)?;
+        for _ in 0..MAX_RETRIES {
+            let rec = match self.store.get(&key).await {
+                Ok(Some(rec)) => rec,
+                Ok(None) => return Err(ApiError::not_found(info.group, info.plural, name)),
+                Err(e) => return Err(errors::from_store(info, name, e)),
+            };
+            if let Some(p) = precondition
+                && p != rec.mod_revision
+            {
+                return Err(ApiError::conflict(info.group, info.plural, name, MODIFIED));
+            }
+            let old: Value = serde_json::from_slice(&rec.value)
+                .map_err(|e| ApiError::internal(format!("stored object is corrupt: {e}")))?;
+            let new = mutate(&old)?;
+            validate(info, name, &new)?;
+            if without_revision(&new) == without_revision(&old) {
+                return Ok(rec.value);
+            }
+            if dry_run {
+                return Ok(encode(&new));
+            }
+            let finished = !new["metadata"]["deletionTimestamp"].is_null() && !has_finalizers(&new);
+            let result = if finished {
+                self.store
+                    .delete(&key, Some(rec.mod_revision))
+                    .await
+                    .map(|_| encode(&new))
+            } else {
+                self.store
+                    .update(&key, Some(rec.mod_revision), with_revision(new))
+                    .await
+                    .map(|r| r.value)
+            };
+            match result {
+                Ok(bytes) => return Ok(bytes),
+                Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,
+                Err(e) => return Err(errors::from_store(info, name, e)),
+            }
+        }
+        Err(ApiError::conflict(info.group, info.plural, name, MODIFIED))
+    }
+
+    fn cache(&self, info: &ResourceInfo) -> Result<&Arc<crate::watch_cache::WatchCache>, ApiError> {
+        self.caches
+            .cache(info)
+            .ok_or_else(|| ApiError::internal(format!("no watch cache for {}", info.plural)))
+    }
+
+    async fn wait_for_cache(&self, revision: Revision) -> Result<(), ApiError> {
+        if self.caches.revision.wait_for(revision, CACHE_WAIT).await {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                Reason::Timeout,
+                format!(
+                    "Too large resource version: {revision}, current: {}",
+                    self.caches.revision.get()
+                ),
+            ))
+        }
+    }
+
+    async fn check_namespace(
+        &self,
+        info: &ResourceInfo,
+        ns: &str,
+        name: &str,
+    ) -> Result<(), ApiError> {
+        let ns_info = registry::lookup("", "v1", "namespaces")
+            .ok_or_else(|| ApiError::internal("namespaces missing from the registry"))?;
+        match self.store.get(&ns_info.storage_key("", ns)).await {
+            Ok(Some(rec)) => {
+                let obj: Value = serde_json::from_slice(&rec.value).unwrap_or_default();
+                if obj["status"]["phase"] == "Terminating" {
+                    return Err(ApiError::new(
+                        Reason::Forbidden,
+                        format!(
+                            "{} {name:?} is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                            rkube_types::status::qualified(info.group, info.plural)
+                        ),
+                    )
+                    .with_details(info.group, info.plural, name));
+                }
+                Ok(())
+            }
+            Ok(None) => Err(ApiError::not_found("", "namespaces", ns)),
+            Err(e) => Err(errors::from_store(ns_info, ns, e)),
+        }
+    }
+}
+
+/// The storage key, refusing names that could escape their place in the key space.
+fn object_key(info: &ResourceInfo, ns: &str, name: &str) -> Result<String, ApiError> {
+    if name.is_empty() {
+        return Err(ApiError::bad_request("resource name may not be empty"));
+    }
+    if info.namespaced && ns.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "{} is namespaced: a namespace is required",
+            info.plural
+        )));
+    }
+    if name.contains('/') || ns.contains('/') || name == "." || name == ".." {
+        return Err(ApiError::bad_request(format!(
+            "invalid resource name {name:?}: may not contain '/'"
+        )));
+    }
+    Ok(info.storage_key(ns, name))
+}
+
+fn filter(info: &ResourceInfo, ns: &str, q: &ListQuery) -> Result<Filter, ApiError> {
+    let labels = LabelSelector::parse(&q.label_selector)
+        .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
+    let fields = FieldSelector::parse(&q.field_selector)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    fields
+        .check_supported(info)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(Filter {
+        namespace: (info.namespaced && !ns.is_empty()).then(|| ns.to_string()),
+        labels,
+        fields,
+    })
+}
+
+fn parse_revision(rv: &str) -> Result<Revision, ApiError> {
+    rv.parse::<Revision>()
+        .map_err(|_| ApiError::bad_request(format!("invalid resource version {rv:?}")))
+}
+
+fn too_large() -> ApiError {
+    ApiError::too_large(format!(
+        "Request entity too large: limit is {MAX_OBJECT_BYTES}"
+    ))
+}
+
+/// Decodes a request body and checks it is an object of `info`'s kind.
+fn parse_body(info: &ResourceInfo, body: &[u8]) -> Result<Value, ApiError> {
+    if body.len() > MAX_OBJECT_BYTES {
+        return Err(too_large());
+    }
+    let mut obj: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("unable to decode the request body: {e}")))?;
+    let Some(map) = obj.as_object_mut() else {
+        return Err(ApiError::bad_request(
+            "unable to decode the request body: not a JSON object",
+        ));
+    };
+    let api_version = info.api_version();
+    match map.get("apiVersion").and_then(Value::as_str) {
+        None | Some("") => {
+            map.insert("apiVersion".into(), api_version.clone().into());
+        }
+        Some(v) if v == api_version => {}
+        Some(v) => {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({v}) does not match the expected API version ({api_version})"
+            )));
+        }
+    }
+    match map.get("kind").and_then(Value::as_str) {
+        None | Some("") => {
+            map.insert("kind".into(), info.kind.into());
+        }
+        Some(k) if k == info.kind => {}
+        Some(k) => {
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                info.kind
+            )));
+        }
+    }
+    match map.get("metadata") {
+        None | Some(Value::Null) => {
+            map.insert("metadata".into(), json!({}));
+        }
+        Some(Value::Object(_)) => {}
+        Some(_) => return Err(ApiError::bad_request("metadata must be an object")),
+    }
+    Ok(obj)
+}
+
+/// Carries the system fields of `old` into `new` and keeps the part the write may not touch.
+fn admit_update(info: &ResourceInfo, old: &Value, mut new: Value, part: Part) -> Value {
+    if info.has_status() {
+        match part {
+            Part::Main => match old.get("status") {
+                Some(s) => new["status"] = s.clone(),
+                None => {
+                    new.as_object_mut().map(|o| o.remove("status"));
+                }
+            },
+            Part::Status => {
+                let status = new.get("status").cloned();
+                let meta = new["metadata"].clone();
+                new = old.clone();
+                new["metadata"] = meta;
+                match status {
+                    Some(s) => new["status"] = s,
+                    None => {
+                        new.as_object_mut().map(|o| o.remove("status"));
+                    }
+                }
+            }
+        }
+    }
+    let old_meta = old["metadata"].as_object().cloned().unwrap_or_default();
+    let meta = metadata_mut(&mut new);
+    for field in [
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "namespace",
+        "name",
+        "generation",
+    ] {
+        match old_meta.get(field) {
+            Some(v) => meta.insert(field.into(), v.clone()),
+            None => meta.remove(field),
+        };
+    }
+    meta.remove("resourceVersion");
+    if spec_of(&new) != spec_of(old)
+        && let Some(g) = old["metadata"]["generation"].as_i64()
+    {
+        new["metadata"]["generation"] = (g + 1).into();
+    }
+    new
+}
+
+/// Everything but metadata and status: what a change of bumps the generation.
+fn spec_of(obj: &Value) -> Map<String, Value> {
+    let mut map = obj.as_object().cloned().unwrap_or_default();
+    map.remove("metadata");
+    map.remove("status");
+    map
+}
+
+fn validate(info: &ResourceInfo, name: &str, obj: &Value) -> Result<(), ApiError> {
+    let causes = validation::validate_object(info, obj);
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            info.group,
+            info.kind,
+            info.plural,
+            name,
+            causes,
+        ))
+    }
+}
+
+fn namespace_mismatch(body: &str, request: &str) -> ApiError {
+    ApiError::bad_request(format!(
+        "the namespace of the provided object ({body}) does not match the namespace sent on the request ({request})"
+    ))
+}
+
+fn metadata_mut(obj: &mut Value) -> &mut Map<String, Value> {
+    if !obj["metadata"].is_object() {
+        obj["metadata"] = json!({});
+    }
+    match obj["metadata"].as_object_mut() {
+        Some(m) => m,
+        None => unreachable!("metadata was just made an object"),
+    }
+}
+
+fn str_of(v: Option<&Value>) -> &str {
+    v.and_then(Value::as_str).unwrap_or_default()
+}
+
+fn has_finalizers(obj: &Value) -> bool {
+    let meta = obj["metadata"]["finalizers"]
+        .as_array()
+        .is_some_and(|f| !f.is_empty());
+    let namespace = obj["kind"] == "Namespace"
+        && obj["spec"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty());
+    meta || namespace
+}
+
+fn default_grace(info: &ResourceInfo, obj: &Value) -> i64 {
+    if info.group.is_empty() && info.kind == "Pod" {
+        if obj["spec"]["nodeName"]
+            .as_str()
+            .unwrap_or_default()
+            .is_empty()
+        {
+            // Never scheduled: nothing runs, nothing to wait for.
+            return 0;
+        }
+        return obj["spec"]["terminationGracePeriodSeconds"]
+            .as_i64()
+            .unwrap_or(30);
+    }
+    0
+}
+
+fn pod_is_done(obj: &Value) -> bool {
+    matches!(
+        obj["status"]["phase"].as_str(),
+        Some("Succeeded") | Some("Failed")
+    )
+}
+
+fn qos_class(pod: &Value) -> &'static str {
+    let containers = pod["spec"]["containers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut any = false;
+    let mut guaranteed = !containers.is_empty();
+    for c in &containers {
+        let limits = &c["resources"]["limits"];
+        let requests = &c["resources"]["requests"];
+        for res in ["cpu", "memory"] {
+            let (l, r) = (&limits[res], &requests[res]);
+            if !l.is_null() || !r.is_null() {
+                any = true;
+            }
+            if l.is_null() || (!r.is_null() && r != l) {
+                guaranteed = false;
+            }
+        }
+    }
+    match (any, guaranteed) {
+        (false, _) => "BestEffort",
+        (true, true) => "Guaranteed",
+        (true, false) => "Burstable",
+    }
+}
+
+fn without_revision(obj: &Value) -> Value {
+    let mut v = obj.clone();
+    if let Some(meta) = v["metadata"].as_object_mut() {
+        meta.remove("resourceVersion");
+    }
+    v
+}
+
+fn encode(obj: &Value) -> Bytes {
+    Bytes::from(serde_json::to_vec(obj).unwrap_or_default())
+}
+
+/// Stores `obj` with its resourceVersion set to the write's revision: serialized once.
+fn with_revision(mut obj: Value) -> ValueFn {
+    Box::new(move |revision| {
+        metadata_mut(&mut obj).insert("resourceVersion".into(), revision.to_string().into());
+        encode(&obj)
+    })
+}
+
+/// RFC 3339 time, whole seconds, `offset_seconds` from now.
+fn now(offset_seconds: i64) -> String {
+    let secs = jiff::Timestamp::now()
+        .as_second()
+        .saturating_add(offset_seconds);
+    jiff::Timestamp::from_second(secs)
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+        .to_string()
+}
+
+/// Five characters from Kubernetes' generateName alphabet (no vowels, no look-alikes).
+fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    uuid::Uuid::new_v4().as_bytes()[..5]
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect()
+}
+
+/// Encodes a continue token: the list's revision and the last key served.
+pub fn encode_continue(revision: Revision, last_key: &str) -> String {
+    let raw = format!("{revision}/{last_key}");
+    raw.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_continue(token: &str) -> Result<(Revision, String), ApiError> {
+    let invalid = || ApiError::bad_request("continue key is not valid");
+    if !token.len().is_multiple_of(2) {
+        return Err(invalid());
+    }
+    let bytes: Option<Vec<u8>> = (0..token.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(token.get(i..i + 2)?, 16).ok())
+        .collect();
+    let raw = String::from_utf8(bytes.ok_or_else(invalid)?).map_err(|_| invalid())?;
+    let (rev, key) = raw.split_once('/').ok_or_else(invalid)?;
+    Ok((rev.parse().map_err(|_| invalid())?, key.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn continue_tokens_round_trip_and_reject_garbage() {
+        let token = encode_continue(42, "/registry/core/pods/default/web-1");
+        assert_eq!(
+            decode_continue(&token).expect("decodes"),
+            (42, "/registry/core/pods/default/web-1".to_string())
+        );
+        for bad in ["zz", "abc", "", "2f"] {
+            assert_eq!(
+                decode_continue(bad).unwrap_err().code(),
+                400,
+                "token {bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn generation_moves_only_with_the_spec() {
+        let info = registry::lookup("apps", "v1", "deployments").expect("registered");
+        let old = json!({"metadata": {"name": "d", "generation": 3, "uid": "u"}, "spec": {"replicas": 1}, "status": {"replicas": 1}});
+        let labels =
+            json!({"metadata": {"name": "d", "labels": {"a": "b"}}, "spec": {"replicas": 1}});
+        assert_eq!(
+            admit_update(info, &old, labels, Part::Main)["metadata"]["generation"],
+            3
+        );
+        let scaled = json!({"metadata": {"name": "d"}, "spec": {"replicas": 2}});
+        let new = admit_update(info, &old, scaled, Part::Main);
+        assert_eq!(new["metadata"]["generation"], 4);
+        assert_eq!(new["metadata"]["uid"], "u", "uid is kept");
+        assert_eq!(new["status"]["replicas"], 1, "main update keeps the status");
+        let status =
+            json!({"metadata": {"name": "d"}, "spec": {"replicas": 9}, "status": {"replicas": 2}});
+        let new = admit_update(info, &old, status, Part::Status);
+        assert_eq!(new["spec"]["replicas"], 1, "status update keeps the spec");
+        assert_eq!(new["status"]["replicas"], 2);
+        assert_eq!(new["metadata"]["generation"], 3);
+    }
+
+    #[test]
+    fn qos_classes() {
+        let pod = |res: Value| json!({"spec": {"containers": [{"name": "a", "resources": res}]}});
+        assert_eq!(qos_class(&pod(json!({}))), "BestEffort");
+        assert_eq!(
+            qos_class(&pod(json!({"limits": {"cpu": "1", "memory": "1Gi"}}))),
+            "Guaranteed"
+        );
+        assert_eq!(
+            qos_class(&pod(json!({"requests": {"cpu": "1"}}))),
+            "Burstable"
+        );
+    }
+}

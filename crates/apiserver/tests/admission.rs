@@ -1,0 +1,358 @@
+//! What the apiserver does to objects on the way in, and the verbs' Kubernetes semantics.
+
+use rkube_rpc::ResourcesClient;
+use rkube_rpc::v1::{self, ResourceRef};
+use rkube_testing::TestApiserver;
+use serde_json::{Value, json};
+use tonic::transport::Channel;
+
+struct Api {
+    c: ResourcesClient<Channel>,
+    r: ResourceRef,
+}
+
+impl Api {
+    async fn new(server: &TestApiserver, group: &str, resource: &str, ns: &str) -> Self {
+        let c = ResourcesClient::connect(server.endpoint())
+            .await
+            .expect("connect");
+        Api {
+            c,
+            r: ResourceRef::new(group, "v1", resource, ns),
+        }
+    }
+
+    async fn create(&mut self, obj: Value) -> Result<Value, rkube_types::ApiError> {
+        self.c
+            .create(v1::CreateRequest {
+                resource: Some(self.r.clone()),
+                object: serde_json::to_vec(&obj).expect("json").into(),
+                ..Default::default()
+            })
+            .await
+            .map(|r| serde_json::from_slice(&r.into_inner().object).expect("json"))
+            .map_err(|s| rkube_rpc::from_grpc(&s))
+    }
+
+    async fn get(&mut self, name: &str) -> Result<Value, rkube_types::ApiError> {
+        self.c
+            .get(v1::GetRequest {
+                resource: Some(self.r.clone()),
+                name: name.into(),
+            })
+            .await
+            .map(|r| serde_json::from_slice(&r.into_inner().object).expect("json"))
+            .map_err(|s| rkube_rpc::from_grpc(&s))
+    }
+
+    async fn update(&mut self, obj: &Value, status: bool) -> Value {
+        let req = v1::UpdateRequest {
+            resource: Some(self.r.clone()),
+            name: obj["metadata"]["name"].as_str().expect("name").into(),
+            object: serde_json::to_vec(obj).expect("json").into(),
+            ..Default::default()
+        };
+        let resp = if status {
+            self.c.update_status(req).await
+        } else {
+            self.c.update(req).await
+        };
+        serde_json::from_slice(&resp.expect("update").into_inner().object).expect("json")
+    }
+
+    async fn patch(&mut self, name: &str, kind: v1::PatchType, patch: Value, sub: &str) -> Value {
+        let resp = self
+            .c
+            .patch(v1::PatchRequest {
+                resource: Some(self.r.clone()),
+                name: name.into(),
+                patch_type: kind as i32,
+                patch: serde_json::to_vec(&patch).expect("json").into(),
+                subresource: sub.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("patch");
+        serde_json::from_slice(&resp.into_inner().object).expect("json")
+    }
+
+    async fn delete(&mut self, name: &str, grace: Option<i64>) -> Value {
+        let resp = self
+            .c
+            .delete(v1::DeleteRequest {
+                resource: Some(self.r.clone()),
+                name: name.into(),
+                grace_period_seconds: grace,
+                ..Default::default()
+            })
+            .await
+            .expect("delete");
+        serde_json::from_slice(&resp.into_inner().object).expect("json")
+    }
+
+    async fn list(&mut self, opts: v1::ListOptions) -> v1::ListResponse {
+        self.c
+            .list(v1::ListRequest {
+                resource: Some(self.r.clone()),
+                options: Some(opts),
+            })
+            .await
+            .expect("list")
+            .into_inner()
+    }
+}
+
+fn deployment(name: &str, replicas: i64) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}},
+                         "spec": {"containers": [{"name": "c", "image": "docker.io/library/busybox:1"}]}}
+        }
+    })
+}
+
+#[tokio::test]
+async fn system_namespaces_exist_from_the_start() {
+    let server = TestApiserver::start().await;
+    let mut ns = Api::new(&server, "", "namespaces", "").await;
+    for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let obj = ns
+            .get(name)
+            .await
+            .unwrap_or_else(|e| panic!("namespace {name}: {e}"));
+        assert_eq!(obj["status"]["phase"], "Active");
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn create_fills_system_fields_and_defaults() {
+    let server = TestApiserver::start().await;
+    let mut api = Api::new(&server, "apps", "deployments", "").await;
+    let created = api.create(deployment("web", 2)).await.expect("create");
+    let meta = &created["metadata"];
+    assert_eq!(meta["namespace"], "default", "default namespace");
+    assert_eq!(meta["uid"].as_str().expect("uid").len(), 36);
+    assert!(
+        meta["creationTimestamp"]
+            .as_str()
+            .expect("ts")
+            .ends_with('Z')
+    );
+    assert_eq!(meta["generation"], 1);
+    let rv: u64 = meta["resourceVersion"]
+        .as_str()
+        .expect("rv")
+        .parse()
+        .expect("numeric rv");
+    assert!(rv > 0);
+    assert_eq!(
+        created["spec"]["strategy"]["type"], "RollingUpdate",
+        "defaulted"
+    );
+    assert_eq!(
+        created["spec"]["template"]["spec"]["restartPolicy"],
+        "Always"
+    );
+
+    let mut gen_api = Api::new(&server, "", "configmaps", "default").await;
+    let made = gen_api
+        .create(
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"generateName": "cfg-"}}),
+        )
+        .await
+        .expect("generateName");
+    let name = made["metadata"]["name"].as_str().expect("name");
+    assert!(
+        name.starts_with("cfg-") && name.len() == 9,
+        "generated name {name}"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn generation_and_status_subresource() {
+    let server = TestApiserver::start().await;
+    let mut api = Api::new(&server, "apps", "deployments", "default").await;
+    let created = api.create(deployment("web", 1)).await.expect("create");
+
+    let mut relabeled = created.clone();
+    relabeled["metadata"]["labels"]["tier"] = "front".into();
+    let after_labels = api.update(&relabeled, false).await;
+    assert_eq!(
+        after_labels["metadata"]["generation"], 1,
+        "metadata changes keep the generation"
+    );
+
+    let mut scaled = after_labels.clone();
+    scaled["spec"]["replicas"] = 3.into();
+    scaled["status"] = json!({"replicas": 99});
+    let after_scale = api.update(&scaled, false).await;
+    assert_eq!(
+        after_scale["metadata"]["generation"], 2,
+        "spec change bumps the generation"
+    );
+    assert!(
+        after_scale["status"].get("replicas").is_none(),
+        "main update ignores status: {}",
+        after_scale["status"]
+    );
+
+    let mut status = after_scale.clone();
+    status["status"] = json!({"replicas": 3, "observedGeneration": 2});
+    status["spec"]["replicas"] = 7.into();
+    let after_status = api.update(&status, true).await;
+    assert_eq!(after_status["status"]["replicas"], 3);
+    assert_eq!(
+        after_status["spec"]["replicas"], 3,
+        "status update ignores spec"
+    );
+    assert_eq!(after_status["metadata"]["generation"], 2);
+
+    let patched = api
+        .patch(
+            "web",
+            v1::PatchType::Merge,
+            json!({"spec": {"replicas": 5}}),
+            "",
+        )
+        .await;
+    assert_eq!(patched["spec"]["replicas"], 5);
+    assert_eq!(patched["metadata"]["generation"], 3);
+    let patched = api
+        .patch(
+            "web",
+            v1::PatchType::Json,
+            json!([{"op": "replace", "path": "/status/replicas", "value": 5}]),
+            "status",
+        )
+        .await;
+    assert_eq!(patched["status"]["replicas"], 5);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn delete_is_graceful_for_running_pods_and_objects_with_finalizers() {
+    let server = TestApiserver::start().await;
+    let mut pods = Api::new(&server, "", "pods", "default").await;
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+        "spec": {"nodeName": "node-1", "containers": [{"name": "c", "image": "docker.io/library/busybox:1"}]}
+    });
+    pods.create(pod).await.expect("create pod");
+    let marked = pods.delete("p", None).await;
+    assert!(
+        marked["metadata"]["deletionTimestamp"].is_string(),
+        "bound pod is marked, not removed"
+    );
+    assert_eq!(marked["metadata"]["deletionGracePeriodSeconds"], 30);
+    assert!(
+        pods.get("p").await.is_ok(),
+        "still there during its grace period"
+    );
+    pods.delete("p", Some(0)).await;
+    assert_eq!(pods.get("p").await.expect_err("gone").code(), 404);
+
+    let mut cms = Api::new(&server, "", "configmaps", "default").await;
+    cms.create(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "f", "finalizers": ["example.com/hold"]}}))
+        .await
+        .expect("create");
+    let marked = cms.delete("f", None).await;
+    assert!(marked["metadata"]["deletionTimestamp"].is_string());
+    let mut released = cms.get("f").await.expect("held by its finalizer");
+    released["metadata"]["finalizers"] = json!([]);
+    cms.update(&released, false).await;
+    assert_eq!(
+        cms.get("f")
+            .await
+            .expect_err("removed with its last finalizer")
+            .code(),
+        404
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn list_selects_and_pages() {
+    let server = TestApiserver::start().await;
+    let mut cms = Api::new(&server, "", "configmaps", "default").await;
+    for i in 0..7 {
+        let tier = if i % 2 == 0 { "even" } else { "odd" };
+        cms.create(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("c{i}"), "labels": {"tier": tier}}}))
+            .await
+            .expect("create");
+    }
+    let even = cms
+        .list(v1::ListOptions {
+            label_selector: "tier=even".into(),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(even.items.len(), 4);
+    let named = cms
+        .list(v1::ListOptions {
+            field_selector: "metadata.name=c3".into(),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(named.items.len(), 1);
+
+    let mut names = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    let mut first_rv = String::new();
+    loop {
+        let page = cms
+            .list(v1::ListOptions {
+                limit: 3,
+                continue_token: token.clone(),
+                ..Default::default()
+            })
+            .await;
+        pages += 1;
+        if first_rv.is_empty() {
+            first_rv = page.resource_version.clone();
+        }
+        assert_eq!(
+            page.resource_version, first_rv,
+            "pages keep the first page's resourceVersion"
+        );
+        for item in &page.items {
+            let v: Value = serde_json::from_slice(item).expect("json");
+            names.push(v["metadata"]["name"].as_str().expect("name").to_string());
+        }
+        if page.continue_token.is_empty() {
+            break;
+        }
+        token = page.continue_token;
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(names, ["c0", "c1", "c2", "c3", "c4", "c5", "c6"]);
+
+    let dry = cms
+        .c
+        .create(v1::CreateRequest {
+            resource: Some(cms.r.clone()),
+            object: serde_json::to_vec(
+                &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "dry"}}),
+            )
+            .expect("json")
+            .into(),
+            dry_run: true,
+            ..Default::default()
+        })
+        .await;
+    assert!(dry.is_ok(), "dry run is admitted");
+    assert_eq!(
+        cms.get("dry")
+            .await
+            .expect_err("dry run stores nothing")
+            .code(),
+        404
+    );
+    server.shutdown().await;
+}

@@ -1,0 +1,305 @@
+//! `rkube-bench`: benchmarks of the apiserver as a real process over gRPC.
+//!
+//! - `creates`: durable creates per second and p50/p99 latency at 1, 16 and 256 clients;
+//! - `watch`: delay from a write's acknowledgement to its event at each of 1,000 watchers;
+//! - `memory`: resident memory idle with an empty store, and with 10,000 pods stored.
+//!
+//! Build with `cargo build --release -p rkube-apiserver -p rkube-testing` and run
+//! `target/release/rkube-bench all` (see `docs/benchmarks.md`).
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use futures::StreamExt;
+use rkube_rpc::ResourcesClient;
+use rkube_rpc::v1::{self, ResourceRef};
+use rkube_testing::ApiserverProcess;
+use serde_json::json;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+#[derive(Parser)]
+#[command(about = "Benchmarks of rkube-apiserver")]
+struct Args {
+    /// The apiserver binary; by default the one beside this binary.
+    #[arg(long)]
+    apiserver: Option<PathBuf>,
+    /// Seconds each create run lasts.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(Subcommand, Clone, Copy)]
+enum What {
+    /// Durable creates at 1, 16 and 256 concurrent clients.
+    Creates,
+    /// Watch fan-out delay across 1,000 watchers.
+    Watch,
+    /// Resident memory, idle and with 10,000 pods.
+    Memory,
+    /// All of the above.
+    All,
+}
+
+fn cms(ns: &str) -> Option<ResourceRef> {
+    Some(ResourceRef::new("", "v1", "configmaps", ns))
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+async fn channels(endpoint: &str, n: usize) -> Result<Vec<ResourcesClient<Channel>>> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(ResourcesClient::connect(endpoint.to_string()).await?);
+    }
+    Ok(out)
+}
+
+async fn start(binary: &Path) -> Result<(ApiserverProcess, tempfile::TempDir)> {
+    let dir = tempfile::tempdir()?;
+    let server = ApiserverProcess::spawn(binary, dir.path(), &[]).await?;
+    Ok((server, dir))
+}
+
+async fn creates(binary: &Path, seconds: u64) -> Result<()> {
+    println!("## durable creates (sled, group commit), {seconds} s per run\n");
+    println!("| clients | creates/s | p50 | p99 |\n|---|---|---|---|");
+    for clients in [1usize, 16, 256] {
+        let (server, _dir) = start(binary).await?;
+        let conns = channels(&server.endpoint(), 8.min(clients)).await?;
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        let mut tasks = Vec::new();
+        for id in 0..clients {
+            let mut c = conns[id % conns.len()].clone();
+            tasks.push(tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let mut i = 0u64;
+                while Instant::now() < deadline {
+                    let body = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                        "metadata": {"name": format!("c{id}-{i}")}, "data": {"k": "v"}});
+                    let t = Instant::now();
+                    c.create(v1::CreateRequest {
+                        resource: cms("default"),
+                        object: serde_json::to_vec(&body).unwrap_or_default().into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .context("create")?;
+                    lat.push(t.elapsed());
+                    i += 1;
+                }
+                anyhow::Ok(lat)
+            }));
+        }
+        let started = Instant::now();
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await??);
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        all.sort_unstable();
+        println!(
+            "| {clients} | {:.0} | {} | {} |",
+            all.len() as f64 / elapsed,
+            ms(percentile(&all, 0.5)),
+            ms(percentile(&all, 0.99))
+        );
+        server.terminate().await?;
+    }
+    println!();
+    Ok(())
+}
+
+async fn watch(binary: &Path) -> Result<()> {
+    const WATCHERS: usize = 1000;
+    const EVENTS: usize = 200;
+    let (server, _dir) = start(binary).await?;
+    let endpoint = server.endpoint();
+    let mut writer = ResourcesClient::connect(endpoint.clone()).await?;
+    let seed = writer
+        .create(v1::CreateRequest {
+            resource: cms("default"),
+            object: serde_json::to_vec(
+                &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "seed"}}),
+            )?
+            .into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let seed: serde_json::Value = serde_json::from_slice(&seed.object)?;
+    let rv = seed["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or("0")
+        .to_string();
+    let conns = channels(&endpoint, 10).await?;
+    let mut watchers = Vec::new();
+    for i in 0..WATCHERS {
+        let mut c = conns[i % conns.len()].clone();
+        let mut stream = c
+            .watch(v1::WatchRequest {
+                resource: cms("default"),
+                options: Some(v1::ListOptions {
+                    resource_version: rv.clone(),
+                    ..Default::default()
+                }),
+            })
+            .await?
+            .into_inner();
+        watchers.push(tokio::spawn(async move {
+            let mut seen = Vec::with_capacity(EVENTS);
+            while seen.len() < EVENTS {
+                match stream.next().await {
+                    Some(Ok(ev)) if ev.r#type != "BOOKMARK" => {
+                        seen.push((ev.resource_version, Instant::now()))
+                    }
+                    Some(Ok(_)) => {}
+                    _ => break,
+                }
+            }
+            seen
+        }));
+    }
+    let mut acked: HashMap<String, Instant> = HashMap::new();
+    for i in 0..EVENTS {
+        let resp = writer
+            .create(v1::CreateRequest {
+                resource: cms("default"),
+                object: serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("w{i}")}}))?
+                    .into(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        let at = Instant::now();
+        let v: serde_json::Value = serde_json::from_slice(&resp.object)?;
+        acked.insert(
+            v["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            at,
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut delays = Vec::new();
+    let mut complete = 0;
+    for w in watchers {
+        let seen = w.await?;
+        if seen.len() == EVENTS {
+            complete += 1;
+        }
+        for (rv, at) in seen {
+            if let Some(ack) = acked.get(&rv) {
+                delays.push(at.saturating_duration_since(*ack));
+            }
+        }
+    }
+    delays.sort_unstable();
+    println!("## watch fan-out: {WATCHERS} watchers, {EVENTS} creates 10 ms apart\n");
+    println!(
+        "| watchers complete | deliveries | p50 delay | p99 delay | max |\n|---|---|---|---|---|"
+    );
+    println!(
+        "| {complete}/{WATCHERS} | {} | {} | {} | {} |\n",
+        delays.len(),
+        ms(percentile(&delays, 0.5)),
+        ms(percentile(&delays, 0.99)),
+        ms(delays.last().copied().unwrap_or_default())
+    );
+    server.terminate().await?;
+    Ok(())
+}
+
+fn rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("VmRSS")
+}
+
+async fn memory(binary: &Path) -> Result<()> {
+    const PODS: usize = 10_000;
+    let (server, _dir) = start(binary).await?;
+    let pid = server.pid().context("pid")?;
+    tokio::time::sleep(Duration::from_secs(2)).await; // let start-up allocations settle
+    let idle = rss_kib(pid)?;
+    let conns = channels(&server.endpoint(), 8).await?;
+    let per_task = PODS / 64;
+    let mut tasks = Vec::new();
+    for t in 0..64 {
+        let mut c = conns[t % conns.len()].clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..per_task {
+                let pod = json!({"apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": format!("pod-{t}-{i}"), "labels": {"app": format!("app-{}", i % 50)}},
+                    "spec": {"nodeName": format!("node-{}", i % 100), "containers": [{
+                        "name": "app", "image": "docker.io/library/nginx:1.27",
+                        "ports": [{"containerPort": 80}],
+                        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}}]}});
+                c.create(v1::CreateRequest {
+                    resource: Some(ResourceRef::new("", "v1", "pods", "default")),
+                    object: serde_json::to_vec(&pod).unwrap_or_default().into(),
+                    ..Default::default()
+                })
+                .await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let loaded = rss_kib(pid)?;
+    println!("## resident memory of rkube-apiserver\n");
+    println!("| state | RSS |\n|---|---|");
+    println!("| idle, empty store | {:.1} MiB |", idle as f64 / 1024.0);
+    println!(
+        "| {} pods stored | {:.1} MiB |\n",
+        per_task * 64,
+        loaded as f64 / 1024.0
+    );
+    server.terminate().await?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let binary = args
+        .apiserver
+        .clone()
+        .unwrap_or_else(rkube_testing::apiserver_binary);
+    anyhow::ensure!(
+        binary.exists(),
+        "no apiserver binary at {}; build it with cargo build --release -p rkube-apiserver",
+        binary.display()
+    );
+    match args.what {
+        What::Creates => creates(&binary, args.seconds).await?,
+        What::Watch => watch(&binary).await?,
+        What::Memory => memory(&binary).await?,
+        What::All => {
+            memory(&binary).await?;
+            creates(&binary, args.seconds).await?;
+            watch(&binary).await?;
+        }
+    }
+    Ok(())
+}

@@ -18,6 +18,8 @@ pub struct Metrics {
     watchers: Family<Labels, Gauge>,
     slow_watchers_closed: Counter,
     store_revision: Gauge,
+    store_flushes: Gauge,
+    store_flushed_writes: Gauge,
     watch_events: Counter,
 }
 
@@ -59,6 +61,18 @@ impl Metrics {
             "Newest durable store revision",
             store_revision.clone(),
         );
+        let store_flushes = Gauge::default();
+        registry.register(
+            "store_flushes",
+            "Store flushes (group commits) since start",
+            store_flushes.clone(),
+        );
+        let store_flushed_writes = Gauge::default();
+        registry.register(
+            "store_flushed_writes",
+            "Writes made durable by those flushes",
+            store_flushed_writes.clone(),
+        );
         let watch_events = Counter::default();
         registry.register(
             "watch_cache_events",
@@ -72,6 +86,8 @@ impl Metrics {
             watchers,
             slow_watchers_closed,
             store_revision,
+            store_flushes,
+            store_flushed_writes,
             watch_events,
         }
     }
@@ -113,8 +129,10 @@ impl Metrics {
         self.store_revision.set(revision as i64);
     }
 
-    /// Renders the Prometheus text exposition.
-    pub fn render(&self) -> String {
+    /// Renders the Prometheus text exposition, with the store's flush statistics as of now.
+    pub fn render(&self, flushes: rkube_store::FlushStats) -> String {
+        self.store_flushes.set(flushes.flushes as i64);
+        self.store_flushed_writes.set(flushes.writes as i64);
         let mut out = String::new();
         let registry = self
             .registry

@@ -584,24 +584,27 @@ impl Objects {
     ) -> Result<(), ApiError> {
         let ns_info = registry::lookup("", "v1", "namespaces")
             .ok_or_else(|| ApiError::internal("namespaces missing from the registry"))?;
-        match self.store.get(&ns_info.storage_key("", ns)).await {
+        // The store, not the cache: a namespace marked for deletion a moment ago must already
+        // refuse new content.
+        let phase = match self.store.get(&ns_info.storage_key("", ns)).await {
             Ok(Some(rec)) => {
                 let obj: Value = serde_json::from_slice(&rec.value).unwrap_or_default();
-                if obj["status"]["phase"] == "Terminating" {
-                    return Err(ApiError::new(
-                        Reason::Forbidden,
-                        format!(
-                            "{} {name:?} is forbidden: unable to create new content in namespace {ns} because it is being terminated",
-                            rkube_types::status::qualified(info.group, info.plural)
-                        ),
-                    )
-                    .with_details(info.group, info.plural, name));
-                }
-                Ok(())
+                str_of(obj["status"].get("phase")).to_string()
             }
-            Ok(None) => Err(ApiError::not_found("", "namespaces", ns)),
-            Err(e) => Err(errors::from_store(ns_info, ns, e)),
+            Ok(None) => return Err(ApiError::not_found("", "namespaces", ns)),
+            Err(e) => return Err(errors::from_store(ns_info, ns, e)),
+        };
+        if phase == "Terminating" {
+            return Err(ApiError::new(
+                Reason::Forbidden,
+                format!(
+                    "{} {name:?} is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                    rkube_types::status::qualified(info.group, info.plural)
+                ),
+            )
+            .with_details(info.group, info.plural, name));
         }
+        Ok(())
     }
 }
 

@@ -201,7 +201,7 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
     let grpc = GrpcService::new(objects.clone(), metrics.clone(), shutdown_rx.clone());
-    let router = router(grpc, metrics, shutdown_rx.clone());
+    let router = router(grpc, metrics, objects.store().clone(), shutdown_rx.clone());
     let mut stop = shutdown_rx.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, router)
@@ -222,7 +222,12 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
     })
 }
 
-fn router(grpc: GrpcService, metrics: Arc<Metrics>, shutdown: watch::Receiver<bool>) -> Router {
+fn router(
+    grpc: GrpcService,
+    metrics: Arc<Metrics>,
+    store: Arc<dyn Store>,
+    shutdown: watch::Receiver<bool>,
+) -> Router {
     let server = rkube_rpc::ResourcesServer::new(grpc)
         .max_decoding_message_size(rkube_rpc::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(rkube_rpc::MAX_MESSAGE_BYTES);
@@ -247,7 +252,7 @@ fn router(grpc: GrpcService, metrics: Arc<Metrics>, shutdown: watch::Receiver<bo
         .route(
             "/metrics",
             get(move || {
-                let body = metrics.render();
+                let body = metrics.render(store.flush_stats());
                 async move {
                     (
                         [(

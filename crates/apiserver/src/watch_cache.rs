@@ -572,3 +572,125 @@ impl Subscription {
             .boxed()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    fn cache() -> (Arc<WatchCache>, CacheRevision) {
+        let info = rkube_types::registry::lookup("", "v1", "configmaps").expect("registered");
+        (
+            WatchCache::new(info, 3, 16, Arc::new(Metrics::new())),
+            CacheRevision::new(0),
+        )
+    }
+
+    fn event(kind: EventKind, revision: Revision, name: &str, tier: &str) -> StoreEvent {
+        let obj = serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": "ns", "resourceVersion": revision.to_string(),
+                         "labels": {"tier": tier}},
+        });
+        StoreEvent {
+            kind,
+            revision,
+            key: format!("/registry/core/configmaps/ns/{name}"),
+            value: Bytes::from(serde_json::to_vec(&obj).expect("json")),
+        }
+    }
+
+    fn front() -> Filter {
+        Filter {
+            labels: LabelSelector::parse("tier=front").expect("selector"),
+            ..Default::default()
+        }
+    }
+
+    async fn next(
+        stream: &mut futures::stream::BoxStream<'static, WatchItem>,
+    ) -> (WatchType, Revision) {
+        let item = stream.next().await.expect("an event");
+        (item.kind, item.revision)
+    }
+
+    #[tokio::test]
+    async fn objects_entering_and_leaving_a_selection_are_added_and_deleted() {
+        let (cache, global) = cache();
+        let sub = cache
+            .watch(front(), WatchStart::After(0), false, &global)
+            .expect("watch");
+        let mut stream = sub.into_stream();
+        cache.apply(&event(EventKind::Create, 1, "a", "back"), &global);
+        cache.apply(&event(EventKind::Update, 2, "a", "front"), &global);
+        cache.apply(&event(EventKind::Update, 3, "a", "front"), &global);
+        cache.apply(&event(EventKind::Update, 4, "a", "back"), &global);
+        cache.apply(&event(EventKind::Create, 5, "b", "front"), &global);
+        cache.apply(&event(EventKind::Delete, 6, "b", "front"), &global);
+        assert_eq!(next(&mut stream).await, (WatchType::Added, 2));
+        assert_eq!(next(&mut stream).await, (WatchType::Modified, 3));
+        assert_eq!(next(&mut stream).await, (WatchType::Deleted, 4));
+        assert_eq!(next(&mut stream).await, (WatchType::Added, 5));
+        assert_eq!(next(&mut stream).await, (WatchType::Deleted, 6));
+        assert_eq!(global.get(), 6);
+        assert_eq!(cache.len(), 1, "b is gone, a stays");
+    }
+
+    #[tokio::test]
+    async fn deleted_events_carry_the_deletion_revision() {
+        let (cache, global) = cache();
+        cache.apply(&event(EventKind::Create, 1, "a", "front"), &global);
+        let mut stream = cache
+            .watch(Filter::default(), WatchStart::After(1), false, &global)
+            .expect("watch")
+            .into_stream();
+        cache.apply(&event(EventKind::Delete, 2, "a", "front"), &global);
+        let item = stream.next().await.expect("event");
+        let obj: serde_json::Value = serde_json::from_slice(&item.object).expect("json");
+        assert_eq!(obj["metadata"]["resourceVersion"], "2");
+    }
+
+    #[tokio::test]
+    async fn the_window_moves_and_older_watches_expire() {
+        let (cache, global) = cache();
+        for rev in 1..=5 {
+            cache.apply(
+                &event(EventKind::Create, rev, &format!("o{rev}"), "x"),
+                &global,
+            );
+        }
+        // Capacity 3: events 3, 4, 5 kept; the floor is 2.
+        let err = cache
+            .watch(Filter::default(), WatchStart::After(1), false, &global)
+            .err()
+            .expect("below the window");
+        assert_eq!(err.code(), 410);
+        let sub = cache
+            .watch(Filter::default(), WatchStart::After(2), false, &global)
+            .expect("at the floor");
+        let revs: Vec<Revision> = sub.replay.iter().map(|i| i.revision).collect();
+        assert_eq!(revs, [3, 4, 5]);
+    }
+
+    #[tokio::test]
+    async fn a_full_watcher_is_dropped_and_the_others_go_on() {
+        let (cache, global) = cache();
+        let slow = cache
+            .watch(Filter::default(), WatchStart::After(0), false, &global)
+            .expect("watch");
+        let fast = cache
+            .watch(Filter::default(), WatchStart::After(0), false, &global)
+            .expect("watch");
+        let mut fast = fast.into_stream();
+        for rev in 1..=40u64 {
+            cache.apply(
+                &event(EventKind::Create, rev, &format!("o{rev}"), "x"),
+                &global,
+            );
+            assert_eq!(next(&mut fast).await.1, rev);
+        }
+        assert_eq!(cache.watcher_count(), 1, "the slow watcher was dropped");
+        let got: Vec<_> = slow.into_stream().collect().await;
+        assert_eq!(got.len(), 16, "it keeps what its buffer held, then ends");
+    }
+}

@@ -356,3 +356,29 @@ async fn list_selects_and_pages() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn terminating_namespaces_take_no_new_objects() {
+    let server = TestApiserver::start().await;
+    let mut ns = Api::new(&server, "", "namespaces", "").await;
+    ns.create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "doomed"}}))
+        .await
+        .expect("create namespace");
+    let mut cms = Api::new(&server, "", "configmaps", "doomed").await;
+    cms.create(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "before"}}))
+        .await
+        .expect("create in an active namespace");
+    let marked = ns.delete("doomed", None).await;
+    assert_eq!(marked["status"]["phase"], "Terminating");
+    assert!(marked["metadata"]["deletionTimestamp"].is_string());
+    let err = cms
+        .create(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "after"}}))
+        .await
+        .expect_err("terminating namespace");
+    assert_eq!(
+        (err.code(), err.reason),
+        (403, rkube_types::Reason::Forbidden),
+        "{err}"
+    );
+    server.shutdown().await;
+}

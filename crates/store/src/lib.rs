@@ -18,6 +18,7 @@ use futures::stream::BoxStream;
 
 mod codec;
 pub mod conformance;
+mod disk_sync;
 mod error;
 mod memory;
 mod sled_store;
@@ -71,6 +72,15 @@ pub struct Event {
     pub value: Bytes,
 }
 
+/// How writes have shared flushes so far (group commit at work).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlushStats {
+    /// Flushes (each one sled flush plus fsyncs) so far.
+    pub flushes: u64,
+    /// Writes those flushes made durable.
+    pub writes: u64,
+}
+
 /// A live stream of events in revision order. It ends with an error if the watcher falls too
 /// far behind ([`Error::WatchLagged`]) or the store shuts down.
 pub type WatchStream = BoxStream<'static, Result<Event>>;
@@ -117,6 +127,11 @@ pub trait Store: Send + Sync + 'static {
     /// Drops change-log entries at or below `floor` (clamped to the current revision),
     /// in small batches, without holding up writers.
     fn compact(&self, floor: Revision) -> BoxFuture<'_, Result<()>>;
+
+    /// Flush statistics; zero for a backend that does not flush.
+    fn flush_stats(&self) -> FlushStats {
+        FlushStats::default()
+    }
 }
 
 /// Fails with [`Error::Conflict`] unless `current` is at the `expected` revision.

@@ -7,9 +7,11 @@
 //! events published to watchers.
 
 use crate::codec::{self, LOG, META_COMPACTED, META_REVISION};
+use crate::disk_sync::DiskSync;
 use crate::watch::{self, EventHub};
 use crate::{
-    Error, Event, EventKind, Record, Result, Revision, Store, ValueFn, WatchStream, check_expected,
+    Error, Event, EventKind, FlushStats, Record, Result, Revision, Store, ValueFn, WatchStream,
+    check_expected,
 };
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -48,6 +50,7 @@ pub struct SledStore {
 
 struct Shared {
     db: sled::Db,
+    disk: Mutex<DiskSync>,
     writer: Mutex<Pending>,
     work: Condvar,
     flushed: tokio::sync::watch::Sender<Flushed>,
@@ -55,6 +58,8 @@ struct Shared {
     compacted: AtomicU64,
     compacting: tokio::sync::Mutex<()>,
     closed: AtomicBool,
+    flushes: AtomicU64,
+    flushed_writes: AtomicU64,
 }
 
 /// Writes applied to sled but not yet flushed.
@@ -87,12 +92,14 @@ impl SledStore {
         let revision = codec::decode_u64(db.get(META_REVISION).map_err(Error::Backend)?.as_deref());
         let compacted =
             codec::decode_u64(db.get(META_COMPACTED).map_err(Error::Backend)?.as_deref());
+        let disk = DiskSync::open(&options.path).map_err(|e| Error::Backend(sled::Error::Io(e)))?;
         let (flushed, _) = tokio::sync::watch::channel(Flushed {
             revision,
             failed: Vec::new(),
         });
         let shared = Arc::new(Shared {
             db,
+            disk: Mutex::new(disk),
             writer: Mutex::new(Pending {
                 revision,
                 events: Vec::new(),
@@ -103,6 +110,8 @@ impl SledStore {
             compacted: AtomicU64::new(compacted),
             compacting: tokio::sync::Mutex::new(()),
             closed: AtomicBool::new(false),
+            flushes: AtomicU64::new(0),
+            flushed_writes: AtomicU64::new(0),
         });
         let for_flusher = shared.clone();
         let flusher = std::thread::Builder::new()
@@ -158,7 +167,10 @@ impl Shared {
                 }
                 (pending.revision, std::mem::take(&mut pending.events))
             };
-            let result = self.db.flush();
+            let result = self.flush();
+            self.flushes.fetch_add(1, Ordering::Relaxed);
+            self.flushed_writes
+                .fetch_add(events.len() as u64, Ordering::Relaxed);
             let previous = self.flushed.borrow().revision;
             // Settle first, publish second: a watcher that subscribes between the two replays
             // up to `target` from the log and drops the published duplicates, never a gap.
@@ -176,7 +188,17 @@ impl Shared {
                 self.hub.publish(Arc::new(event));
             }
         }
-        let _ = self.db.flush();
+        let _ = self.flush();
+    }
+
+    /// One group commit: sled's flush, then the fsyncs sled leaves out.
+    fn flush(&self) -> sled::Result<()> {
+        self.db.flush()?;
+        self.disk
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .sync()
+            .map_err(sled::Error::Io)
     }
 
     /// Applies one write under the writer lock: `decide` sees the current record and returns
@@ -390,6 +412,13 @@ impl Store for SledStore {
         self.shared.compacted.load(Ordering::SeqCst)
     }
 
+    fn flush_stats(&self) -> FlushStats {
+        FlushStats {
+            flushes: self.shared.flushes.load(Ordering::Relaxed),
+            writes: self.shared.flushed_writes.load(Ordering::Relaxed),
+        }
+    }
+
     fn compact(&self, floor: Revision) -> BoxFuture<'_, Result<()>> {
         async move {
             let _one_at_a_time = self.shared.compacting.lock().await;
@@ -402,7 +431,11 @@ impl Store for SledStore {
             // log with a hole in it.
             db.insert(META_COMPACTED, &floor.to_be_bytes())
                 .map_err(Error::Backend)?;
-            db.flush_async().await.map_err(Error::Indeterminate)?;
+            let shared = self.shared.clone();
+            tokio::task::spawn_blocking(move || shared.flush())
+                .await
+                .map_err(|e| Error::Indeterminate(sled::Error::Io(std::io::Error::other(e))))?
+                .map_err(Error::Indeterminate)?;
             self.shared.compacted.store(floor, Ordering::SeqCst);
             loop {
                 let mut batch = sled::Batch::default();

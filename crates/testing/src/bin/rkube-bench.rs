@@ -28,6 +28,9 @@ struct Args {
     /// Seconds each create run lasts.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Runs per create configuration; the table shows medians across runs.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
     #[command(subcommand)]
     what: What,
 }
@@ -74,50 +77,86 @@ async fn start(binary: &Path) -> Result<(ApiserverProcess, tempfile::TempDir)> {
     Ok((server, dir))
 }
 
-async fn creates(binary: &Path, seconds: u64) -> Result<()> {
-    println!("## durable creates (sled, group commit), {seconds} s per run\n");
-    println!("| clients | creates/s | p50 | p99 |\n|---|---|---|---|");
+/// One create run: (creates/s, p50, p99, writes per flush).
+async fn create_run(
+    binary: &Path,
+    clients: usize,
+    seconds: u64,
+) -> Result<(f64, Duration, Duration, f64)> {
+    let (server, _dir) = start(binary).await?;
+    let conns = channels(&server.endpoint(), 8.min(clients)).await?;
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for id in 0..clients {
+        let mut c = conns[id % conns.len()].clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut i = 0u64;
+            while Instant::now() < deadline {
+                let body = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": format!("c{id}-{i}")}, "data": {"k": "v"}});
+                let t = Instant::now();
+                c.create(v1::CreateRequest {
+                    resource: cms("default"),
+                    object: serde_json::to_vec(&body).unwrap_or_default().into(),
+                    ..Default::default()
+                })
+                .await
+                .context("create")?;
+                lat.push(t.elapsed());
+                i += 1;
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    let started = Instant::now();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let (_, metrics) = rkube_testing::http_get(server.addr, "/metrics").await?;
+    let flushes =
+        rkube_testing::metric_value(&metrics, "rkube_apiserver_store_flushes").unwrap_or(0.0);
+    let writes = rkube_testing::metric_value(&metrics, "rkube_apiserver_store_flushed_writes")
+        .unwrap_or(0.0);
+    server.terminate().await?;
+    Ok((
+        all.len() as f64 / elapsed,
+        percentile(&all, 0.5),
+        percentile(&all, 0.99),
+        writes / flushes.max(1.0),
+    ))
+}
+
+fn median_f64(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+async fn creates(binary: &Path, seconds: u64, runs: usize) -> Result<()> {
+    println!("## durable creates (sled, group commit): median of {runs} runs of {seconds} s\n");
+    println!(
+        "| clients | creates/s | p50 | p99 | writes per flush | creates/s vs 1 client |\n|---|---|---|---|---|---|"
+    );
+    let mut base = None;
     for clients in [1usize, 16, 256] {
-        let (server, _dir) = start(binary).await?;
-        let conns = channels(&server.endpoint(), 8.min(clients)).await?;
-        let deadline = Instant::now() + Duration::from_secs(seconds);
-        let mut tasks = Vec::new();
-        for id in 0..clients {
-            let mut c = conns[id % conns.len()].clone();
-            tasks.push(tokio::spawn(async move {
-                let mut lat = Vec::new();
-                let mut i = 0u64;
-                while Instant::now() < deadline {
-                    let body = json!({"apiVersion": "v1", "kind": "ConfigMap",
-                        "metadata": {"name": format!("c{id}-{i}")}, "data": {"k": "v"}});
-                    let t = Instant::now();
-                    c.create(v1::CreateRequest {
-                        resource: cms("default"),
-                        object: serde_json::to_vec(&body).unwrap_or_default().into(),
-                        ..Default::default()
-                    })
-                    .await
-                    .context("create")?;
-                    lat.push(t.elapsed());
-                    i += 1;
-                }
-                anyhow::Ok(lat)
-            }));
+        let mut results = Vec::new();
+        for _ in 0..runs.max(1) {
+            results.push(create_run(binary, clients, seconds).await?);
         }
-        let started = Instant::now();
-        let mut all = Vec::new();
-        for t in tasks {
-            all.extend(t.await??);
-        }
-        let elapsed = started.elapsed().as_secs_f64();
-        all.sort_unstable();
+        let rate = median_f64(results.iter().map(|r| r.0).collect());
+        let p50 = median_f64(results.iter().map(|r| r.1.as_secs_f64()).collect());
+        let p99 = median_f64(results.iter().map(|r| r.2.as_secs_f64()).collect());
+        let per_flush = median_f64(results.iter().map(|r| r.3).collect());
+        let base_rate = *base.get_or_insert(rate);
         println!(
-            "| {clients} | {:.0} | {} | {} |",
-            all.len() as f64 / elapsed,
-            ms(percentile(&all, 0.5)),
-            ms(percentile(&all, 0.99))
+            "| {clients} | {rate:.0} | {} | {} | {per_flush:.1} | {:.2}x |",
+            ms(Duration::from_secs_f64(p50)),
+            ms(Duration::from_secs_f64(p99)),
+            rate / base_rate
         );
-        server.terminate().await?;
     }
     println!();
     Ok(())
@@ -292,12 +331,12 @@ async fn main() -> Result<()> {
         binary.display()
     );
     match args.what {
-        What::Creates => creates(&binary, args.seconds).await?,
+        What::Creates => creates(&binary, args.seconds, args.runs).await?,
         What::Watch => watch(&binary).await?,
         What::Memory => memory(&binary).await?,
         What::All => {
             memory(&binary).await?;
-            creates(&binary, args.seconds).await?;
+            creates(&binary, args.seconds, args.runs).await?;
             watch(&binary).await?;
         }
     }

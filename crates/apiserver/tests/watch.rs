@@ -252,3 +252,71 @@ async fn a_slow_watcher_is_closed_without_slowing_the_others() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn watchers_that_ask_get_bookmarks_at_the_current_revision() {
+    let options = Options {
+        bookmark_interval: Duration::from_millis(100),
+        ..Default::default()
+    };
+    let server = TestApiserver::start_with(options, false).await;
+    let mut c = connect(&server).await;
+    let rv = create(&mut c, "a").await;
+    let mut stream = c
+        .watch(v1::WatchRequest {
+            resource: cms(),
+            options: Some(v1::ListOptions {
+                resource_version: rv.to_string(),
+                allow_watch_bookmarks: true,
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    // Another resource moves the global revision; the bookmark must carry it.
+    let mut secrets = ResourcesClient::connect(server.endpoint())
+        .await
+        .expect("connect");
+    let secret = serde_json::to_vec(
+        &json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}}),
+    )
+    .expect("json");
+    let resp = secrets
+        .create(v1::CreateRequest {
+            resource: Some(ResourceRef::new("", "v1", "secrets", "default")),
+            object: secret.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("create secret")
+        .into_inner();
+    let secret: Value = serde_json::from_slice(&resp.object).expect("json");
+    let secret_rv = secret["metadata"]["resourceVersion"]
+        .as_str()
+        .expect("rv")
+        .to_string();
+    loop {
+        let ev = tokio::time::timeout(WAIT, stream.next())
+            .await
+            .expect("a bookmark in time")
+            .expect("stream open")
+            .expect("event");
+        assert_eq!(ev.r#type, "BOOKMARK", "only bookmarks are expected here");
+        let obj: Value = serde_json::from_slice(&ev.object).expect("json");
+        assert_eq!(obj["kind"], "ConfigMap");
+        if obj["metadata"]["resourceVersion"] == secret_rv.as_str() {
+            break;
+        }
+    }
+    // Without asking, no bookmarks: the next thing a plain watcher sees is a real event.
+    let mut plain = watch_from(&mut c, &secret_rv).await.expect("watch");
+    create(&mut c, "b").await;
+    let ev = tokio::time::timeout(WAIT, plain.next())
+        .await
+        .expect("event in time")
+        .expect("open")
+        .expect("ok");
+    assert_eq!(ev.r#type, "ADDED");
+    server.shutdown().await;
+}

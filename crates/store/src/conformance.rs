@@ -338,3 +338,139 @@ macro_rules! conformance_tests {
         )*
     };
 }
+
+/// The model of [`model_check`]: key → (value, mod revision).
+type Model = std::collections::BTreeMap<String, (String, Revision)>;
+
+/// One step of [`model_check`].
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// Create key number `0`.
+    Create(u8),
+    /// Update key number `0`, with the model's current revision as precondition if `1`, or a
+    /// stale one if `2` is also set.
+    Update(u8, bool, bool),
+    /// Delete key number `0`.
+    Delete(u8),
+    /// Compact to the current revision minus `0`.
+    Compact(u8),
+}
+
+/// Runs `ops` against `store` and a model: every result, every revision, the final list, and
+/// a replay of the change log from the compaction floor applied to the state at the floor,
+/// must agree. Revisions must increase by exactly one per successful write.
+pub async fn model_check(store: Arc<dyn Store>, ops: Vec<Op>) {
+    let mut model = Model::new();
+    let mut revision: Revision = store.revision();
+    let mut history: Vec<(Revision, Model)> = vec![(revision, model.clone())];
+    for (step, op) in ops.into_iter().enumerate() {
+        let text = format!("v{step}");
+        match op {
+            Op::Create(k) => {
+                let key = format!("/m/{k}");
+                let result = store.create(&key, value(&text)).await;
+                if let std::collections::btree_map::Entry::Vacant(slot) = model.entry(key) {
+                    let rec = result.expect("create of an absent key");
+                    revision += 1;
+                    assert_eq!(rec.mod_revision, revision, "step {step}: next revision");
+                    slot.insert((text, revision));
+                } else {
+                    assert!(
+                        matches!(result, Err(Error::AlreadyExists { .. })),
+                        "step {step}: {result:?}"
+                    );
+                }
+            }
+            Op::Update(k, conditional, stale) => {
+                let key = format!("/m/{k}");
+                let current = model.get(&key).map(|(_, r)| *r);
+                let expected = match (conditional, current) {
+                    (true, Some(r)) if stale => Some(r.saturating_sub(1)),
+                    (true, Some(r)) => Some(r),
+                    (true, None) => Some(1),
+                    (false, _) => None,
+                };
+                let result = store.update(&key, expected, value(&text)).await;
+                match current {
+                    None => assert!(
+                        matches!(result, Err(Error::NotFound { .. })),
+                        "step {step}: {result:?}"
+                    ),
+                    Some(r) if expected.is_some_and(|e| e != r) => {
+                        assert!(
+                            matches!(result, Err(Error::Conflict { .. })),
+                            "step {step}: {result:?}"
+                        )
+                    }
+                    Some(_) => {
+                        let rec = result.expect("update");
+                        revision += 1;
+                        assert_eq!(rec.mod_revision, revision, "step {step}: next revision");
+                        model.insert(key, (text, revision));
+                    }
+                }
+            }
+            Op::Delete(k) => {
+                let key = format!("/m/{k}");
+                let result = store.delete(&key, None).await;
+                if model.remove(&key).is_some() {
+                    revision += 1;
+                    assert_eq!(
+                        result.expect("delete").mod_revision,
+                        revision,
+                        "step {step}"
+                    );
+                } else {
+                    assert!(
+                        matches!(result, Err(Error::NotFound { .. })),
+                        "step {step}: {result:?}"
+                    );
+                }
+            }
+            Op::Compact(back) => {
+                store
+                    .compact(revision.saturating_sub(u64::from(back)))
+                    .await
+                    .expect("compact");
+            }
+        }
+        assert_eq!(store.revision(), revision, "step {step}: store revision");
+        history.push((revision, model.clone()));
+    }
+    let (list, rev) = store.list("/m/").await.expect("list");
+    assert_eq!(rev, revision);
+    let listed: Model = list
+        .into_iter()
+        .map(|r| {
+            let text = String::from_utf8_lossy(&r.value).into_owned();
+            (r.key, (text, r.mod_revision))
+        })
+        .collect();
+    assert_eq!(listed, model, "list equals the model");
+
+    // Replay: the state at the floor plus the events after it equals the final state.
+    let floor = store.compacted();
+    let mut state = history
+        .iter()
+        .rev()
+        .find(|(r, _)| *r <= floor)
+        .map(|(_, s)| s.clone())
+        .unwrap_or_default();
+    let mut stream = store.watch("/m/", floor).expect("watch from the floor");
+    let mut last = floor;
+    while last < revision {
+        let ev = next_event(&mut stream, "replayed event").await;
+        assert!(ev.revision > last, "replay in revision order");
+        last = ev.revision;
+        match ev.kind {
+            EventKind::Delete => {
+                state.remove(&ev.key);
+            }
+            _ => {
+                let text = String::from_utf8_lossy(&ev.value).into_owned();
+                state.insert(ev.key, (text, ev.revision));
+            }
+        }
+    }
+    assert_eq!(state, model, "replay from the floor equals the state");
+}

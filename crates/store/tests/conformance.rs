@@ -108,3 +108,43 @@ async fn sled_concurrent_writes_share_flushes() {
         "64 concurrent writers should share flushes, got {stats:?}"
     );
 }
+
+mod model {
+    use super::*;
+    use proptest::prelude::*;
+    use rkube_store::conformance::{Op, model_check};
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u8..6).prop_map(Op::Create),
+            4 => (0u8..6, any::<bool>(), any::<bool>()).prop_map(|(k, c, s)| Op::Update(k, c, s)),
+            2 => (0u8..6).prop_map(Op::Delete),
+            1 => (0u8..8).prop_map(Op::Compact),
+        ]
+    }
+
+    fn run(make: impl Fn() -> (Arc<dyn Store>, Option<tempfile::TempDir>), ops: Vec<Op>) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let (store, _guard) = make();
+            model_check(store, ops).await;
+        });
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        #[test]
+        fn memory_matches_the_model(ops in proptest::collection::vec(op(), 1..60)) {
+            run(|| (memory().0, None), ops);
+        }
+
+        #[test]
+        fn sled_matches_the_model(ops in proptest::collection::vec(op(), 1..60)) {
+            run(|| { let (s, d) = sled(); (s, Some(d)) }, ops);
+        }
+    }
+}

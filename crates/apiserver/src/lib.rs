@@ -12,6 +12,7 @@ pub mod grpc;
 pub mod metrics;
 pub mod objects;
 pub mod server;
+pub mod tls;
 pub mod watch_cache;
 
 pub use server::{Options, Running, StartError, start};

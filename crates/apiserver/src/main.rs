@@ -53,6 +53,15 @@ struct Args {
     /// Seconds between compactions of the store's change log.
     #[arg(long, env = "RKUBE_COMPACTION_INTERVAL", default_value_t = 60)]
     compaction_interval: u64,
+    /// Serving certificate (PEM); by default one is made with the cluster CA.
+    #[arg(long, env = "RKUBE_TLS_CERT_FILE", requires = "tls_private_key_file")]
+    tls_cert_file: Option<PathBuf>,
+    /// Key of --tls-cert-file (PEM).
+    #[arg(long, env = "RKUBE_TLS_PRIVATE_KEY_FILE", requires = "tls_cert_file")]
+    tls_private_key_file: Option<PathBuf>,
+    /// CA whose client certificates are accepted; by default the cluster CA.
+    #[arg(long, env = "RKUBE_CLIENT_CA_FILE")]
+    client_ca_file: Option<PathBuf>,
     /// Revisions of change log each compaction keeps.
     #[arg(long, env = "RKUBE_COMPACTION_RETAIN", default_value_t = 10_000)]
     compaction_retain: u64,
@@ -91,11 +100,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
         bookmark_interval: Duration::from_secs(args.bookmark_interval),
         compaction_interval: Duration::from_secs(args.compaction_interval),
         compaction_retain: args.compaction_retain,
+        tls: rkube_apiserver::tls::TlsOptions {
+            cert_file: args.tls_cert_file.clone(),
+            key_file: args.tls_private_key_file.clone(),
+            client_ca_file: args.client_ca_file.clone(),
+        },
         ..Default::default()
     };
     let mut running = rkube_apiserver::start(options).await?;
     // The listening address on stdout, for scripts and tests that start us on port 0.
     println!("listening on {}", running.addr);
+    if let Some(kubeconfig) = &running.kubeconfig {
+        tracing::info!(path = %kubeconfig.display(), "admin kubeconfig written");
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),

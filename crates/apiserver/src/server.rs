@@ -5,6 +5,7 @@ use crate::caches::Caches;
 use crate::grpc::GrpcService;
 use crate::metrics::Metrics;
 use crate::objects::{Objects, WriteOptions};
+use crate::tls::{self, TlsMaterial, TlsOptions};
 use axum::Router;
 use axum::routing::get;
 use rkube_store::{MemoryStore, SledOptions, SledStore, Store};
@@ -41,6 +42,8 @@ pub struct Options {
     pub compaction_retain: u64,
     /// How long shutdown waits for requests in flight.
     pub shutdown_grace: Duration,
+    /// Certificates: generated under the data dir unless files are given.
+    pub tls: TlsOptions,
 }
 
 impl Default for Options {
@@ -55,6 +58,7 @@ impl Default for Options {
             compaction_interval: Duration::from_secs(60),
             compaction_retain: 10_000,
             shutdown_grace: Duration::from_secs(10),
+            tls: TlsOptions::default(),
         }
     }
 }
@@ -80,6 +84,9 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// The certificates could not be loaded or made.
+    #[error("TLS setup failed")]
+    Tls(#[from] tls::TlsError),
     /// A system namespace could not be created.
     #[error("cannot create namespace {name}: {source}")]
     Bootstrap {
@@ -94,6 +101,10 @@ pub enum StartError {
 pub struct Running {
     /// The address it listens on.
     pub addr: SocketAddr,
+    /// The certificates it serves with, and the admin client certificate.
+    pub tls: TlsMaterial,
+    /// Where the admin kubeconfig was written (with a data dir).
+    pub kubeconfig: Option<PathBuf>,
     objects: Objects,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
@@ -107,9 +118,10 @@ impl Running {
         &self.objects
     }
 
-    /// The gRPC endpoint, e.g. `http://127.0.0.1:6443`.
+    /// The endpoint, e.g. `https://127.0.0.1:6443` (an unspecified bind address is reached
+    /// through loopback).
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        endpoint(self.addr)
     }
 
     /// Stops accepting, ends watches, waits for requests in flight up to the grace period,
@@ -172,7 +184,7 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         .map_err(store_err)?,
     );
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let mut tasks = vec![
+    let tasks = vec![
         tokio::spawn(
             caches
                 .clone()
@@ -200,26 +212,97 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
     let addr = listener
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
+    let material = tls::load_or_create(
+        options.data_dir.as_deref(),
+        options.bind_address,
+        &options.tls,
+    )?;
+    let kubeconfig = match &options.data_dir {
+        Some(dir) => {
+            let path = dir.join("kubeconfig");
+            tls::write_kubeconfig(&path, &material, &endpoint(addr))?;
+            Some(path)
+        }
+        None => None,
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(&material)?);
     let grpc = GrpcService::new(objects.clone(), metrics.clone(), shutdown_rx.clone());
     let router = router(grpc, metrics, objects.store().clone(), shutdown_rx.clone());
-    let mut stop = shutdown_rx.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await
-    });
-    tasks.shrink_to_fit();
+    let server = tokio::spawn(serve_tls(listener, acceptor, router, shutdown_rx.clone()));
     tracing::info!(address = %addr, "apiserver listening");
     Ok(Running {
         addr,
+        tls: material,
+        kubeconfig,
         objects,
         shutdown,
         server,
         tasks,
         grace: options.shutdown_grace,
     })
+}
+
+fn endpoint(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("https://{}", SocketAddr::new(ip, addr.port()))
+}
+
+/// Accepts TLS connections and serves each with HTTP/2 or HTTP/1.1 (by ALPN) until
+/// `shutdown`; then waits for the open connections to finish their requests.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    router: Router,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // Daemons multiplex many watches over one connection.
+    builder.http2().max_concurrent_streams(1_000);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 fn router(

@@ -13,9 +13,7 @@ struct Api {
 
 impl Api {
     async fn new(server: &TestApiserver, group: &str, resource: &str, ns: &str) -> Self {
-        let c = ResourcesClient::connect(server.endpoint())
-            .await
-            .expect("connect");
+        let c = server.grpc();
         Api {
             c,
             r: ResourceRef::new(group, "v1", resource, ns),

@@ -8,11 +8,7 @@ use serde_json::json;
 use tonic::transport::Channel;
 
 async fn raw(server: &TestApiserver) -> ResourcesClient<Channel> {
-    ResourcesClient::connect(server.endpoint())
-        .await
-        .expect("connect")
-        .max_decoding_message_size(rkube_rpc::MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(rkube_rpc::MAX_MESSAGE_BYTES)
+    server.grpc()
 }
 
 fn configmaps() -> Option<ResourceRef> {

@@ -27,15 +27,12 @@ fn cms() -> Option<ResourceRef> {
 type Acked = HashMap<String, (u64, u64)>;
 
 async fn writer(
-    endpoint: String,
+    mut c: ResourcesClient<tonic::transport::Channel>,
     id: usize,
     acked_total: Arc<AtomicUsize>,
     enough: Arc<Notify>,
 ) -> Acked {
     let mut acked = Acked::new();
-    let Ok(mut c) = ResourcesClient::connect(endpoint).await else {
-        return acked;
-    };
     for i in 0.. {
         let name = format!("w{id}-{i}");
         let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"v": "0"}});
@@ -93,12 +90,16 @@ async fn acknowledged_writes_survive_sigkill() {
     let server = ApiserverProcess::spawn(binary(), dir.path(), &[])
         .await
         .expect("start apiserver");
-    let endpoint = server.endpoint();
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        clients.push(server.grpc().await.expect("client"));
+    }
 
     let total = Arc::new(AtomicUsize::new(0));
     let enough = Arc::new(Notify::new());
     let writers: Vec<_> = (0..CLIENTS)
-        .map(|id| tokio::spawn(writer(endpoint.clone(), id, total.clone(), enough.clone())))
+        .zip(clients)
+        .map(|(id, c)| tokio::spawn(writer(c, id, total.clone(), enough.clone())))
         .collect();
     enough.notified().await;
     server.kill().await.expect("SIGKILL");
@@ -121,9 +122,7 @@ async fn acknowledged_writes_survive_sigkill() {
     let server = ApiserverProcess::spawn(binary(), dir.path(), &[])
         .await
         .expect("restart apiserver");
-    let mut c = ResourcesClient::connect(server.endpoint())
-        .await
-        .expect("connect");
+    let mut c = server.grpc().await.expect("connect");
     let list = c
         .list(v1::ListRequest {
             resource: cms(),

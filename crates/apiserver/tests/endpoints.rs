@@ -1,25 +1,24 @@
 //! `/healthz`, `/livez`, `/readyz` and `/metrics` answer on the API port.
 
-use rkube_rpc::ResourcesClient;
 use rkube_rpc::v1::{self, ResourceRef};
 use rkube_testing::TestApiserver;
 
-async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    rkube_testing::http_get(addr, path).await.expect("http get")
+async fn get(server: &TestApiserver, path: &str) -> (u16, String) {
+    let running = server.running();
+    rkube_testing::https_get(running.addr, &running.tls.ca_pem, path)
+        .await
+        .expect("https get")
 }
 
 #[tokio::test]
 async fn health_and_metrics() {
     let server = TestApiserver::start().await;
-    let addr = server.running().addr;
     for path in ["/healthz", "/livez", "/readyz"] {
-        let (code, body) = get(addr, path).await;
+        let (code, body) = get(&server, path).await;
         assert_eq!(code, 200, "{path}: {body}");
         assert!(body.contains("ok"), "{path}: {body}");
     }
-    let mut c = ResourcesClient::connect(server.endpoint())
-        .await
-        .expect("connect");
+    let mut c = server.grpc();
     let _watch = c
         .watch(v1::WatchRequest {
             resource: Some(ResourceRef::new("", "v1", "pods", "")),
@@ -33,7 +32,7 @@ async fn health_and_metrics() {
     })
     .await
     .expect("get");
-    let (code, metrics) = get(addr, "/metrics").await;
+    let (code, metrics) = get(&server, "/metrics").await;
     assert_eq!(code, 200);
     for needle in [
         "rkube_apiserver_requests_total{verb=\"get\",resource=\"namespaces\",code=\"200\"} 1",

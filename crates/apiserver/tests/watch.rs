@@ -22,9 +22,8 @@ fn cm(name: &str, v: &str) -> bytes::Bytes {
 }
 
 async fn connect(server: &TestApiserver) -> ResourcesClient<Channel> {
-    ResourcesClient::connect(server.endpoint())
-        .await
-        .expect("connect")
+    // A connection of its own per call: tests spread watchers over connections.
+    server.new_client().await.rpc()
 }
 
 async fn watch_from(
@@ -275,9 +274,7 @@ async fn watchers_that_ask_get_bookmarks_at_the_current_revision() {
         .expect("watch")
         .into_inner();
     // Another resource moves the global revision; the bookmark must carry it.
-    let mut secrets = ResourcesClient::connect(server.endpoint())
-        .await
-        .expect("connect");
+    let mut secrets = server.grpc();
     let secret = serde_json::to_vec(
         &json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}}),
     )

@@ -11,6 +11,7 @@ use std::time::Duration;
 use rkube_rpc::ResourcesClient;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::config::ClientConfig;
 use crate::error::{Error, Result};
 
 /// How long to wait for a TCP connection before failing the call.
@@ -44,6 +45,29 @@ impl Client {
         let endpoint = endpoint_for(endpoint)?;
         ensure_runtime()?;
         Ok(Client::from_channel(endpoint.connect_lazy()))
+    }
+
+    /// A client for the apiserver `config` describes (TLS with its CA and client
+    /// certificate), connected now.
+    pub async fn connect_with(config: &ClientConfig) -> Result<Client> {
+        let endpoint = config.apply_tls(endpoint_for(&config.endpoint)?)?;
+        ensure_runtime()?;
+        let client = Client::from_channel(endpoint.connect().await?);
+        Ok(match &config.namespace {
+            Some(ns) => client.with_default_namespace(ns),
+            None => client,
+        })
+    }
+
+    /// Like [`Client::connect_with`], connecting on the first call.
+    pub fn connect_lazy_with(config: &ClientConfig) -> Result<Client> {
+        let endpoint = config.apply_tls(endpoint_for(&config.endpoint)?)?;
+        ensure_runtime()?;
+        let client = Client::from_channel(endpoint.connect_lazy());
+        Ok(match &config.namespace {
+            Some(ns) => client.with_default_namespace(ns),
+            None => client,
+        })
     }
 
     /// A client over an existing channel (custom TLS, a unix socket, an in-process server).

@@ -29,6 +29,10 @@ pub enum Error {
     #[error("transport error: {0}")]
     Transport(#[from] tonic::transport::Error),
 
+    /// The connection settings are unusable (an unreadable or malformed kubeconfig, ...).
+    #[error("client configuration: {0}")]
+    Config(String),
+
     /// The client was built outside a Tokio runtime, which its connection needs.
     #[error("a client must be created inside a tokio runtime")]
     NoRuntime,

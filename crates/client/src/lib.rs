@@ -37,6 +37,7 @@
 pub mod api;
 pub mod backoff;
 pub mod client;
+pub mod config;
 pub mod controller;
 pub mod error;
 pub mod object_ref;
@@ -49,6 +50,7 @@ pub mod workqueue;
 pub use api::{Api, ObjectList, WatchEvent};
 pub use backoff::{ExponentialBackoff, StreamBackoff};
 pub use client::Client;
+pub use config::ClientConfig;
 pub use controller::{Action, Controller};
 pub use error::{Error, Result};
 pub use object_ref::ObjectRef;

@@ -14,6 +14,7 @@ pub use rkube_apiserver::Options;
 pub struct TestApiserver {
     running: Option<rkube_apiserver::Running>,
     client: rkube_client::Client,
+    config: rkube_client::ClientConfig,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -43,12 +44,22 @@ impl TestApiserver {
         let running = rkube_apiserver::start(options)
             .await
             .expect("apiserver starts");
-        let client = rkube_client::Client::connect(&running.endpoint())
+        let config = rkube_client::ClientConfig::new(
+            &running.endpoint(),
+            Some(running.tls.ca_pem.clone()),
+            running
+                .tls
+                .admin_cert_pem
+                .clone()
+                .zip(running.tls.admin_key_pem.clone()),
+        );
+        let client = rkube_client::Client::connect_with(&config)
             .await
             .expect("client connects");
         TestApiserver {
             running: Some(running),
             client,
+            config,
             _dir: dir,
         }
     }
@@ -58,9 +69,22 @@ impl TestApiserver {
         self.client.clone()
     }
 
-    /// The gRPC endpoint.
+    /// The endpoint (`https://127.0.0.1:port`).
     pub fn endpoint(&self) -> String {
         self.running().endpoint()
+    }
+
+    /// A client on a connection of its own.
+    pub async fn new_client(&self) -> rkube_client::Client {
+        rkube_client::Client::connect_with(&self.config)
+            .await
+            .expect("client connects")
+    }
+
+    /// A raw gRPC client (over the same TLS channel), for requests the typed API cannot
+    /// make (malformed bodies, ...).
+    pub fn grpc(&self) -> rkube_rpc::ResourcesClient<tonic::transport::Channel> {
+        self.client.rpc()
     }
 
     /// The running server.
@@ -118,9 +142,32 @@ impl ApiserverProcess {
         })
     }
 
-    /// The gRPC endpoint.
+    /// The endpoint.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("https://{}", self.addr)
+    }
+
+    /// The cluster CA the apiserver made in its data dir.
+    pub fn ca_pem(&self) -> anyhow::Result<String> {
+        Ok(std::fs::read_to_string(self.data_dir.join("pki/ca.crt"))?)
+    }
+
+    /// The admin kubeconfig the apiserver wrote into its data dir.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.data_dir.join("kubeconfig")
+    }
+
+    /// A client using the admin kubeconfig.
+    pub async fn client(&self) -> anyhow::Result<rkube_client::Client> {
+        let config = rkube_client::ClientConfig::from_kubeconfig(&self.kubeconfig())?;
+        Ok(rkube_client::Client::connect_with(&config).await?)
+    }
+
+    /// A raw gRPC client using the admin kubeconfig.
+    pub async fn grpc(
+        &self,
+    ) -> anyhow::Result<rkube_rpc::ResourcesClient<tonic::transport::Channel>> {
+        Ok(self.client().await?.rpc())
     }
 
     /// The process id.
@@ -158,15 +205,37 @@ pub fn apiserver_binary() -> PathBuf {
     dir.join("rkube-apiserver")
 }
 
-/// A plain HTTP/1.1 GET of `path` (health and metrics endpoints); returns the status code
-/// and the body.
-pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+/// An HTTPS/1.1 GET of `path` (health and metrics endpoints), trusting `ca_pem`; returns
+/// the status code and the body.
+pub async fn https_get(
+    addr: std::net::SocketAddr,
+    ca_pem: &str,
+    path: &str,
+) -> anyhow::Result<(u16, String)> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut conn = tokio::net::TcpStream::connect(addr).await?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert?)?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let mut conn = connector
+        .connect(ServerName::IpAddress(addr.ip().into()), tcp)
+        .await?;
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     conn.write_all(request.as_bytes()).await?;
-    let mut raw = String::new();
-    conn.read_to_string(&mut raw).await?;
+    let mut raw = Vec::new();
+    // A peer closing without close_notify after a complete response is fine here.
+    let _ = conn.read_to_end(&mut raw).await;
+    let raw = String::from_utf8_lossy(&raw).into_owned();
     let code = raw
         .split_whitespace()
         .nth(1)

@@ -63,10 +63,11 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
-async fn channels(endpoint: &str, n: usize) -> Result<Vec<ResourcesClient<Channel>>> {
+/// `n` clients, each on a connection of its own.
+async fn channels(server: &ApiserverProcess, n: usize) -> Result<Vec<ResourcesClient<Channel>>> {
     let mut out = Vec::new();
     for _ in 0..n {
-        out.push(ResourcesClient::connect(endpoint.to_string()).await?);
+        out.push(server.grpc().await?);
     }
     Ok(out)
 }
@@ -84,7 +85,7 @@ async fn create_run(
     seconds: u64,
 ) -> Result<(f64, Duration, Duration, f64)> {
     let (server, _dir) = start(binary).await?;
-    let conns = channels(&server.endpoint(), 8.min(clients)).await?;
+    let conns = channels(&server, 8.min(clients)).await?;
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
     for id in 0..clients {
@@ -116,7 +117,7 @@ async fn create_run(
     }
     let elapsed = started.elapsed().as_secs_f64();
     all.sort_unstable();
-    let (_, metrics) = rkube_testing::http_get(server.addr, "/metrics").await?;
+    let (_, metrics) = rkube_testing::https_get(server.addr, &server.ca_pem()?, "/metrics").await?;
     let flushes =
         rkube_testing::metric_value(&metrics, "rkube_apiserver_store_flushes").unwrap_or(0.0);
     let writes = rkube_testing::metric_value(&metrics, "rkube_apiserver_store_flushed_writes")
@@ -166,8 +167,7 @@ async fn watch(binary: &Path) -> Result<()> {
     const WATCHERS: usize = 1000;
     const EVENTS: usize = 200;
     let (server, _dir) = start(binary).await?;
-    let endpoint = server.endpoint();
-    let mut writer = ResourcesClient::connect(endpoint.clone()).await?;
+    let mut writer = server.grpc().await?;
     let seed = writer
         .create(v1::CreateRequest {
             resource: cms("default"),
@@ -184,7 +184,7 @@ async fn watch(binary: &Path) -> Result<()> {
         .as_str()
         .unwrap_or("0")
         .to_string();
-    let conns = channels(&endpoint, 10).await?;
+    let conns = channels(&server, 10).await?;
     let mut watchers = Vec::new();
     for i in 0..WATCHERS {
         let mut c = conns[i % conns.len()].clone();
@@ -278,7 +278,7 @@ async fn memory(binary: &Path) -> Result<()> {
     let pid = server.pid().context("pid")?;
     tokio::time::sleep(Duration::from_secs(2)).await; // let start-up allocations settle
     let idle = rss_kib(pid)?;
-    let conns = channels(&server.endpoint(), 8).await?;
+    let conns = channels(&server, 8).await?;
     let per_task = PODS / 64;
     let mut tasks = Vec::new();
     for t in 0..64 {

@@ -21,6 +21,9 @@ pub const MAX_OBJECT_BYTES: usize = rkube_rpc::MAX_OBJECT_BYTES;
 /// How long a read waits for the watch caches to reach the revision it must reflect.
 const CACHE_WAIT: Duration = Duration::from_secs(5);
 
+/// The longest grace period honoured (a century); longer ones are cut to it.
+const MAX_GRACE_SECONDS: i64 = 100 * 365 * 24 * 3600;
+
 /// How often an unconditional write retries after losing a compare-and-swap race.
 const MAX_RETRIES: usize = 32;
 
@@ -266,6 +269,7 @@ impl Objects {
             obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(&obj)});
         }
         validate(info, &name, &obj)?;
+        check_size(&obj)?;
         if info.namespaced {
             self.check_namespace(info, &ns, &name).await?;
         }
@@ -354,10 +358,8 @@ impl Objects {
         self.guaranteed_update(info, ns, name, None, opts.dry_run, |old| {
             let mut doc = old.clone();
             match &json_patch {
-                Some(p) => json_patch::patch(&mut doc, p).map_err(|e| {
-                    ApiError::new(Reason::Invalid, format!("unable to apply patch: {e}"))
-                        .with_details(info.group, info.plural, name)
-                })?,
+                Some(p) => apply_json_patch(&mut doc, p)
+                    .map_err(|e| e.with_details(info.group, info.plural, name))?,
                 None => json_patch::merge(&mut doc, &patch),
             }
             if !doc.is_object() || !doc["metadata"].is_object() {
@@ -419,14 +421,12 @@ impl Objects {
                     ),
                 ));
             }
-            let grace = opts
-                .grace_period_seconds
-                .unwrap_or_else(|| default_grace(info, &old))
-                .max(0);
-            let grace = if info.group.is_empty() && info.kind == "Pod" && pod_is_done(&old) {
-                0
-            } else {
-                grace
+            // Only pods are deleted gracefully; a negative grace means "the default".
+            let is_pod = info.group.is_empty() && info.kind == "Pod";
+            let grace = match opts.grace_period_seconds.filter(|g| *g >= 0) {
+                _ if !is_pod || pod_is_done(&old) => 0,
+                Some(g) => g.min(MAX_GRACE_SECONDS),
+                None => default_grace(info, &old).clamp(0, MAX_GRACE_SECONDS),
             };
             let mut new = old.clone();
             let finalizer = match opts.propagation_policy.as_str() {
@@ -529,13 +529,21 @@ impl Objects {
                 .map_err(|e| ApiError::internal(format!("stored object is corrupt: {e}")))?;
             let new = mutate(&old)?;
             validate(info, name, &new)?;
+            check_size(&new)?;
             if without_revision(&new) == without_revision(&old) {
                 return Ok(rec.value);
             }
             if dry_run {
                 return Ok(encode(&new));
             }
-            let finished = !new["metadata"]["deletionTimestamp"].is_null() && !has_finalizers(&new);
+            // As Kubernetes' shouldDeleteDuringUpdate: an object being deleted goes when its
+            // last finalizer goes, unless it is still in a grace period (a pod the kubelet
+            // has yet to stop).
+            let finished = !new["metadata"]["deletionTimestamp"].is_null()
+                && !has_finalizers(&new)
+                && old["metadata"]["deletionGracePeriodSeconds"]
+                    .as_i64()
+                    .is_none_or(|g| g == 0);
             let result = if finished {
                 self.store
                     .delete(&key, Some(rec.mod_revision))
@@ -699,6 +707,27 @@ fn parse_body(info: &ResourceInfo, body: &[u8]) -> Result<Value, ApiError> {
     Ok(obj)
 }
 
+/// Applies a JSON patch one operation at a time, refusing patches whose `copy` operations
+/// would grow the document past the object size limit (each copy can double it).
+fn apply_json_patch(doc: &mut Value, patch: &json_patch::Patch) -> Result<(), ApiError> {
+    let mut copied = 0usize;
+    for op in &patch.0 {
+        if let json_patch::PatchOperation::Copy(copy) = op
+            && let Some(from) = doc.pointer(copy.from.as_str())
+        {
+            let mut counter = ByteCounter(0);
+            let _ = serde_json::to_writer(&mut counter, from);
+            copied += counter.0;
+            if copied > MAX_OBJECT_BYTES {
+                return Err(too_large());
+            }
+        }
+        json_patch::patch(doc, std::slice::from_ref(op))
+            .map_err(|e| ApiError::new(Reason::Invalid, format!("unable to apply patch: {e}")))?;
+    }
+    Ok(())
+}
+
 /// Carries the system fields of `old` into `new` and keeps the part the write may not touch.
 fn admit_update(info: &ResourceInfo, old: &Value, mut new: Value, part: Part) -> Value {
     if info.has_status() {
@@ -710,10 +739,10 @@ fn admit_update(info: &ResourceInfo, old: &Value, mut new: Value, part: Part) ->
                 }
             },
             Part::Status => {
+                // As Kubernetes' ResetObjectMetaForStatus: a status write changes the status
+                // only; labels, annotations, finalizers and owners stay as they were.
                 let status = new.get("status").cloned();
-                let meta = new["metadata"].clone();
                 new = old.clone();
-                new["metadata"] = meta;
                 match status {
                     Some(s) => new["status"] = s,
                     None => {
@@ -863,6 +892,29 @@ fn without_revision(obj: &Value) -> Value {
 
 fn encode(obj: &Value) -> Bytes {
     Bytes::from(serde_json::to_vec(obj).unwrap_or_default())
+}
+
+/// Refuses an object that admission or a patch made larger than the limit.
+fn check_size(obj: &Value) -> Result<(), ApiError> {
+    let mut counter = ByteCounter(0);
+    if serde_json::to_writer(&mut counter, obj).is_err() || counter.0 > MAX_OBJECT_BYTES {
+        return Err(too_large());
+    }
+    Ok(())
+}
+
+/// Counts what would be written.
+struct ByteCounter(usize);
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Stores `obj` with its resourceVersion set to the write's revision: serialized once.

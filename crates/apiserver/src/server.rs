@@ -312,7 +312,9 @@ fn router(
     shutdown: watch::Receiver<bool>,
 ) -> Router {
     let server = rkube_rpc::ResourcesServer::new(grpc)
-        .max_decoding_message_size(rkube_rpc::MAX_MESSAGE_BYTES)
+        // A request carries at most one object (or patch): room for one at the limit, so an
+        // oversized one gets its 413 from admission, and no more.
+        .max_decoding_message_size(2 * rkube_rpc::MAX_OBJECT_BYTES + 64 * 1024)
         .max_encoding_message_size(rkube_rpc::MAX_MESSAGE_BYTES);
     let grpc_routes = tonic::service::Routes::new(server).into_axum_router();
     let ready = shutdown.clone();

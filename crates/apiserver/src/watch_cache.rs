@@ -17,6 +17,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use tokio::sync::mpsc;
 
+/// The most bytes of object JSON one resource's event window keeps; past it the oldest events
+/// go even if the window has room by count (watchers resuming from before them get 410).
+pub const HISTORY_BYTES: usize = 64 * 1024 * 1024;
+
 /// One object as the cache keeps it: its bytes and what selectors match against.
 #[derive(Debug)]
 pub struct CachedObject {
@@ -191,6 +195,8 @@ struct State {
     history: VecDeque<HistoryEvent>,
     /// Every event of this resource after `floor` is in `history`.
     floor: Revision,
+    /// Bytes of object JSON in `history`.
+    history_bytes: usize,
     watchers: HashMap<u64, Watcher>,
 }
 
@@ -305,6 +311,7 @@ impl WatchCache {
             objects,
             history: VecDeque::new(),
             floor: revision,
+            history_bytes: 0,
             watchers: HashMap::new(),
         };
         self.metrics.add_watchers(self.info.plural, -closed);
@@ -361,10 +368,14 @@ impl WatchCache {
                 self.metrics.add_watchers(self.info.plural, -1);
             }
         }
+        state.history_bytes += history.object.json.len();
         state.history.push_back(history);
-        while state.history.len() > self.history_capacity {
+        while state.history.len() > self.history_capacity
+            || (state.history_bytes > HISTORY_BYTES && state.history.len() > 1)
+        {
             if let Some(old) = state.history.pop_front() {
                 state.floor = old.revision;
+                state.history_bytes -= old.object.json.len();
             }
         }
         global.raise(event.revision);

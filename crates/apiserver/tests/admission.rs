@@ -380,3 +380,87 @@ async fn terminating_namespaces_take_no_new_objects() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_pod_in_its_grace_period_survives_status_updates_and_other_kinds_have_no_grace() {
+    let server = TestApiserver::start().await;
+    let mut pods = Api::new(&server, "", "pods", "default").await;
+    pods.create(json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "labels": {"a": "1"}},
+        "spec": {"nodeName": "node-1", "containers": [{"name": "c", "image": "docker.io/library/busybox:1"}]}
+    }))
+    .await
+    .expect("create pod");
+    pods.delete("p", Some(30)).await;
+    // Regression (review A1): an update during the grace period must not delete the pod.
+    let mut status = pods.get("p").await.expect("marked pod");
+    status["status"]["phase"] = "Running".into();
+    status["metadata"]["labels"]["a"] = "changed-through-status".into();
+    let after = pods.update(&status, true).await;
+    assert_eq!(after["status"]["phase"], "Running");
+    assert_eq!(
+        after["metadata"]["labels"]["a"], "1",
+        "a status write keeps the labels (review A4)"
+    );
+    assert!(
+        pods.get("p").await.is_ok(),
+        "still there until the kubelet confirms"
+    );
+
+    // Regression (review A2): a grace period means nothing for a ConfigMap.
+    let mut cms = Api::new(&server, "", "configmaps", "default").await;
+    cms.create(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}))
+        .await
+        .expect("create");
+    cms.delete("c", Some(30)).await;
+    assert_eq!(cms.get("c").await.expect_err("gone at once").code(), 404);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn patches_cannot_grow_an_object_past_the_limit() {
+    let server = TestApiserver::start().await;
+    // ControllerRevision.data is free-form, so only the object size limit applies.
+    let mut revs = Api::new(&server, "apps", "controllerrevisions", "default").await;
+    let created = revs
+        .create(
+            json!({"apiVersion": "apps/v1", "kind": "ControllerRevision", "metadata": {"name": "g"},
+                       "revision": 1, "data": {"a": "x".repeat(600 * 1024)}}),
+        )
+        .await
+        .expect("create");
+    let rv = created["metadata"]["resourceVersion"].clone();
+    let resource = revs.r.clone();
+    let patch = |patch: Value, kind: v1::PatchType| v1::PatchRequest {
+        resource: Some(resource.clone()),
+        name: "g".into(),
+        patch_type: kind as i32,
+        patch: serde_json::to_vec(&patch).expect("json").into(),
+        ..Default::default()
+    };
+    // Regression (review A3): each request is small; the object after the patch is not.
+    let merge = patch(
+        json!({"data": {"b": "y".repeat(1024 * 1024)}}),
+        v1::PatchType::Merge,
+    );
+    let err = rkube_rpc::from_grpc(&revs.c.patch(merge).await.expect_err("too large"));
+    assert_eq!(err.code(), 413, "{err}");
+    // A JSON patch copying the data into itself doubles it with every operation.
+    let bomb: Vec<Value> = (0..30)
+        .map(|i| json!({"op": "copy", "from": "/data", "path": format!("/data/x{i}")}))
+        .collect();
+    let err = rkube_rpc::from_grpc(
+        &revs
+            .c
+            .patch(patch(json!(bomb), v1::PatchType::Json))
+            .await
+            .expect_err("too large"),
+    );
+    assert_eq!(err.code(), 413, "{err}");
+    let now = revs.get("g").await.expect("get");
+    assert_eq!(
+        now["metadata"]["resourceVersion"], rv,
+        "refused patches changed nothing"
+    );
+    server.shutdown().await;
+}

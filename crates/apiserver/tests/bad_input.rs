@@ -30,16 +30,17 @@ async fn create(
     .map_err(|s| rkube_rpc::from_grpc(&s))
 }
 
-async fn count_configmaps(c: &mut ResourcesClient<Channel>) -> usize {
-    c.list(v1::ListRequest {
-        resource: configmaps(),
-        options: None,
-    })
-    .await
-    .expect("list")
-    .into_inner()
-    .items
-    .len()
+/// The number of ConfigMaps, and the store revision (which no refused request may move).
+async fn count_configmaps(c: &mut ResourcesClient<Channel>) -> (usize, String) {
+    let list = c
+        .list(v1::ListRequest {
+            resource: configmaps(),
+            options: None,
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    (list.items.len(), list.resource_version)
 }
 
 fn cm(name: &str) -> Vec<u8> {
@@ -70,6 +71,7 @@ fn expect_err(
 async fn malformed_and_mismatched_bodies_are_refused() {
     let server = TestApiserver::start().await;
     let mut c = raw(&server).await;
+    let (_, revision_before) = count_configmaps(&mut c).await;
 
     expect_err(
         create(&mut c, configmaps(), b"{not json".to_vec()).await,
@@ -120,7 +122,11 @@ async fn malformed_and_mismatched_bodies_are_refused() {
         Reason::BadRequest,
         "resourceVersion on create",
     );
-    assert_eq!(count_configmaps(&mut c).await, 0, "nothing was stored");
+    assert_eq!(
+        count_configmaps(&mut c).await,
+        (0, revision_before.clone()),
+        "nothing was stored, the revision did not move"
+    );
     server.shutdown().await;
 }
 
@@ -128,6 +134,7 @@ async fn malformed_and_mismatched_bodies_are_refused() {
 async fn invalid_names_get_422_with_field_causes() {
     let server = TestApiserver::start().await;
     let mut c = raw(&server).await;
+    let (_, revision_before) = count_configmaps(&mut c).await;
     for name in ["Bad_Name", "-leading", "trailing-", "a..b"] {
         let err = expect_err(
             create(&mut c, configmaps(), cm(name)).await,
@@ -174,7 +181,11 @@ async fn invalid_names_get_422_with_field_causes() {
         "{:?}",
         err.causes
     );
-    assert_eq!(count_configmaps(&mut c).await, 0, "nothing was stored");
+    assert_eq!(
+        count_configmaps(&mut c).await,
+        (0, revision_before.clone()),
+        "nothing was stored, the revision did not move"
+    );
     server.shutdown().await;
 }
 
@@ -182,6 +193,7 @@ async fn invalid_names_get_422_with_field_causes() {
 async fn oversized_objects_get_413() {
     let server = TestApiserver::start().await;
     let mut c = raw(&server).await;
+    let (_, revision_before) = count_configmaps(&mut c).await;
     let big = "x".repeat(rkube_rpc::MAX_OBJECT_BYTES + 1);
     let body = serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "big"}, "data": {"k": big}})).expect("json");
     expect_err(
@@ -190,7 +202,11 @@ async fn oversized_objects_get_413() {
         Reason::RequestEntityTooLarge,
         "oversized create",
     );
-    assert_eq!(count_configmaps(&mut c).await, 0, "nothing was stored");
+    assert_eq!(
+        count_configmaps(&mut c).await,
+        (0, revision_before.clone()),
+        "nothing was stored, the revision did not move"
+    );
     server.shutdown().await;
 }
 

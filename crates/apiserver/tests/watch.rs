@@ -92,7 +92,8 @@ async fn collect(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_watchers_see_the_same_events_in_the_same_order() {
-    let server = TestApiserver::start().await;
+    // On sled: the events come through the flusher and the dispatcher.
+    let server = TestApiserver::start_sled().await;
     let mut c = connect(&server).await;
     let start_rv = create(&mut c, "seed").await.to_string();
 
@@ -154,7 +155,7 @@ async fn a_thousand_watchers_see_the_same_events_in_the_same_order() {
 
 #[tokio::test]
 async fn a_watch_resuming_from_an_older_revision_gets_exactly_the_missed_events() {
-    let server = TestApiserver::start().await;
+    let server = TestApiserver::start_sled().await;
     let mut c = connect(&server).await;
     let r1 = create(&mut c, "a").await;
     let r2 = create(&mut c, "b").await;

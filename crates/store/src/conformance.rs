@@ -281,12 +281,14 @@ pub async fn compaction(store: Arc<dyn Store>) {
     assert_eq!(store.compacted(), 20, "the floor never moves back");
 }
 
-/// Compaction runs while writers keep writing, and neither loses anything.
+/// Compaction of more than one batch (1,000 entries) runs while writers keep writing, and
+/// neither loses anything.
 pub async fn compaction_beside_writers(store: Arc<dyn Store>) {
+    const WRITES: u64 = 3_000;
     let writer = {
         let store = store.clone();
         tokio::spawn(async move {
-            for i in 0..300 {
+            for i in 0..WRITES {
                 store
                     .create(&format!("/r/cw/{i}"), value("x"))
                     .await
@@ -294,17 +296,19 @@ pub async fn compaction_beside_writers(store: Arc<dyn Store>) {
             }
         })
     };
-    while store.revision() < 100 {
+    while store.revision() < 2_500 {
         tokio::task::yield_now().await;
     }
-    store.compact(store.revision()).await.expect("compact");
+    let before = store.revision();
+    store.compact(before).await.expect("compact");
+    assert!(store.compacted() >= 2_500, "compacted past two batches");
     writer.await.expect("writer");
     let (list, rev) = store.list("/r/cw/").await.expect("list");
-    assert_eq!(list.len(), 300);
-    assert_eq!(rev, 300);
+    assert_eq!(list.len() as u64, WRITES);
+    assert_eq!(rev, WRITES);
     let floor = store.compacted();
     let mut stream = store.watch("/r/cw/", floor).expect("watch from floor");
-    if floor < 300 {
+    if floor < WRITES {
         let ev = next_event(&mut stream, "first event after floor").await;
         assert_eq!(ev.revision, floor + 1);
     }

@@ -30,6 +30,10 @@ pub struct SledOptions {
     pub path: PathBuf,
     /// Size of sled's page cache in bytes.
     pub cache_capacity: u64,
+    /// How long the flusher waits after the first write of a group before flushing, so more
+    /// writes join it (PostgreSQL's `commit_delay`). Zero flushes at once; a longer delay
+    /// trades latency for fewer fsyncs on slow disks.
+    pub flush_delay: std::time::Duration,
 }
 
 impl SledOptions {
@@ -38,6 +42,7 @@ impl SledOptions {
         SledOptions {
             path: path.into(),
             cache_capacity: 64 * 1024 * 1024,
+            flush_delay: std::time::Duration::ZERO,
         }
     }
 }
@@ -60,6 +65,7 @@ struct Shared {
     closed: AtomicBool,
     flushes: AtomicU64,
     flushed_writes: AtomicU64,
+    flush_delay: std::time::Duration,
 }
 
 /// Writes applied to sled but not yet flushed.
@@ -74,9 +80,10 @@ struct Pending {
 struct Flushed {
     /// Writes up to here are settled (durable, or failed as below).
     revision: Revision,
-    /// Recent ranges `(after, through]` whose flush failed; their writers get
-    /// [`Error::Indeterminate`].
-    failed: Vec<(Revision, Revision, String)>,
+    /// Set by the first failed flush: writes after `.0` may or may not be on disk. The store
+    /// then refuses every further write (after a failed fsync the kernel may have dropped the
+    /// pages, so later flushes prove nothing) until it is reopened.
+    failed: Option<(Revision, String)>,
 }
 
 impl SledStore {
@@ -95,7 +102,7 @@ impl SledStore {
         let disk = DiskSync::open(&options.path).map_err(|e| Error::Backend(sled::Error::Io(e)))?;
         let (flushed, _) = tokio::sync::watch::channel(Flushed {
             revision,
-            failed: Vec::new(),
+            failed: None,
         });
         let shared = Arc::new(Shared {
             db,
@@ -112,6 +119,7 @@ impl SledStore {
             closed: AtomicBool::new(false),
             flushes: AtomicU64::new(0),
             flushed_writes: AtomicU64::new(0),
+            flush_delay: options.flush_delay,
         });
         let for_flusher = shared.clone();
         let flusher = std::thread::Builder::new()
@@ -154,7 +162,7 @@ impl Shared {
     /// The flusher loop: take everything pending, flush once, settle those writers.
     fn run_flusher(&self) {
         loop {
-            let (target, events) = {
+            {
                 let mut pending = self.lock();
                 while pending.events.is_empty() && !self.closed.load(Ordering::SeqCst) {
                     pending = self
@@ -165,6 +173,12 @@ impl Shared {
                 if pending.events.is_empty() {
                     break;
                 }
+            }
+            if !self.flush_delay.is_zero() {
+                std::thread::sleep(self.flush_delay);
+            }
+            let (target, events) = {
+                let mut pending = self.lock();
                 (pending.revision, std::mem::take(&mut pending.events))
             };
             let result = self.flush();
@@ -174,16 +188,17 @@ impl Shared {
             let previous = self.flushed.borrow().revision;
             // Settle first, publish second: a watcher that subscribes between the two replays
             // up to `target` from the log and drops the published duplicates, never a gap.
-            self.flushed.send_modify(|f| {
-                f.revision = target;
-                if let Err(e) = &result {
-                    tracing::error!(error = %e, through = target, "store flush failed");
-                    f.failed.push((previous, target, e.to_string()));
-                    if f.failed.len() > 64 {
-                        f.failed.remove(0);
-                    }
-                }
-            });
+            if let Err(e) = result {
+                tracing::error!(error = %e, after = previous, "store flush failed; refusing further writes");
+                self.closed.store(true, Ordering::SeqCst);
+                self.flushed.send_modify(|f| {
+                    f.revision = target;
+                    f.failed = Some((previous, e.to_string()));
+                });
+                // Nothing is published: no watcher may see a write that may not survive.
+                return;
+            }
+            self.flushed.send_modify(|f| f.revision = target);
             for event in events {
                 self.hub.publish(Arc::new(event));
             }
@@ -252,16 +267,12 @@ impl Shared {
             .wait_for(|f| f.revision >= revision)
             .await
             .map_err(|_| Error::Closed)?;
-        if let Some((_, _, msg)) = flushed
-            .failed
-            .iter()
-            .find(|(after, through, _)| revision > *after && revision <= *through)
-        {
-            return Err(Error::Indeterminate(sled::Error::Io(
+        match &flushed.failed {
+            Some((after, msg)) if revision > *after => Err(Error::Indeterminate(sled::Error::Io(
                 std::io::Error::other(msg.clone()),
-            )));
+            ))),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     fn read_log(&self, after: Revision, through: Revision) -> Result<Vec<Event>> {
@@ -299,7 +310,10 @@ impl Store for SledStore {
 
     fn list(&self, prefix: &str) -> BoxFuture<'_, Result<(Vec<Record>, Revision)>> {
         let result = (|| {
-            let revision = self.revision();
+            // A snapshot: writers wait while the scan runs (lists of the store happen only
+            // when the apiserver loads its caches).
+            let pending = self.shared.lock();
+            let revision = pending.revision;
             let mut records = Vec::new();
             for item in self.shared.db.scan_prefix(codec::object_key(prefix)) {
                 let (k, v) = item.map_err(Error::Backend)?;
@@ -307,9 +321,15 @@ impl Store for SledStore {
                     .map_err(|_| Error::Corrupt(String::from_utf8_lossy(&k).into_owned()))?;
                 records.push(codec::decode_object(key, &v)?);
             }
+            drop(pending);
             Ok((records, revision))
         })();
-        futures::future::ready(result).boxed()
+        async move {
+            let (records, revision) = result?;
+            self.shared.durable(revision).await?;
+            Ok((records, revision))
+        }
+        .boxed()
     }
 
     fn create(&self, key: &str, value: ValueFn) -> BoxFuture<'_, Result<Record>> {

@@ -75,12 +75,16 @@ async fn sled_large_values_survive_reopen() {
     );
 }
 
-/// Group commit: concurrent writers share flushes, and every write is counted in one.
+/// Group commit: concurrent writers share flushes, and every write is counted in one. A 5 ms
+/// flush delay stands in for a slow disk, so the sharing does not depend on how fast this
+/// machine's fsync is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sled_concurrent_writes_share_flushes() {
     use rkube_store::conformance::value;
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = Arc::new(SledStore::open(&SledOptions::new(dir.path().join("db"))).expect("open"));
+    let mut options = SledOptions::new(dir.path().join("db"));
+    options.flush_delay = std::time::Duration::from_millis(5);
+    let store = Arc::new(SledStore::open(&options).expect("open"));
     let tasks: Vec<_> = (0..64)
         .map(|t| {
             let store = store.clone();
@@ -103,8 +107,10 @@ async fn sled_concurrent_writes_share_flushes() {
         64 * 20,
         "every acknowledged write was flushed: {stats:?}"
     );
+    // Each writer waits for its flush before its next write, so every flush after the first
+    // carries the writes of (nearly) all 64 writers.
     assert!(
-        stats.flushes < stats.writes / 2,
+        stats.flushes <= stats.writes / 8,
         "64 concurrent writers should share flushes, got {stats:?}"
     );
 }

@@ -1,7 +1,10 @@
 //! The gRPC face: `rkube.v1.Resources` over [`Objects`], with per-request metrics.
 
 use crate::metrics::Metrics;
-use crate::objects::{self, DeleteOptions, ListQuery, Objects, Part, PatchKind, WriteOptions};
+use crate::objects::{
+    self, DeleteOptions, FieldValidation, ListQuery, Objects, Part, PatchKind, WriteOptions,
+    Written,
+};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use rkube_rpc::v1;
@@ -66,6 +69,10 @@ fn query(o: Option<v1::ListOptions>) -> ListQuery {
         resource_version_match: o.resource_version_match,
         allow_bookmarks: o.allow_watch_bookmarks,
     }
+}
+
+fn written(result: Result<Written, ApiError>) -> Result<Response<v1::ObjectResponse>, Status> {
+    object(result.map(|w| w.object))
 }
 
 fn object(result: Result<bytes::Bytes, ApiError>) -> Result<Response<v1::ObjectResponse>, Status> {
@@ -180,6 +187,8 @@ impl rkube_rpc::Resources for GrpcService {
             let opts = WriteOptions {
                 dry_run: req.dry_run,
                 field_manager: req.field_manager.clone(),
+                // Daemons send typed objects; unknown fields are dropped quietly.
+                field_validation: FieldValidation::Ignore,
             };
             self.objects.create(info, &ns, &req.object, &opts).await
         }
@@ -190,7 +199,7 @@ impl rkube_rpc::Resources for GrpcService {
             start,
             &result,
         );
-        object(result)
+        written(result)
     }
 
     async fn update(
@@ -239,6 +248,8 @@ impl rkube_rpc::Resources for GrpcService {
             let opts = WriteOptions {
                 dry_run: req.dry_run,
                 field_manager: req.field_manager.clone(),
+                // Daemons send typed objects; unknown fields are dropped quietly.
+                field_validation: FieldValidation::Ignore,
             };
             self.objects
                 .patch(info, &ns, &req.name, kind, &req.patch, part, &opts)
@@ -251,7 +262,7 @@ impl rkube_rpc::Resources for GrpcService {
             start,
             &result,
         );
-        object(result)
+        written(result)
     }
 
     async fn delete(
@@ -307,6 +318,8 @@ impl GrpcService {
             let opts = WriteOptions {
                 dry_run: req.dry_run,
                 field_manager: req.field_manager.clone(),
+                // Daemons send typed objects; unknown fields are dropped quietly.
+                field_validation: FieldValidation::Ignore,
             };
             self.objects
                 .update(info, &ns, &req.name, &req.object, part, &opts)
@@ -314,6 +327,6 @@ impl GrpcService {
         }
         .await;
         self.observe(verb, &resource_name(req.resource.as_ref()), start, &result);
-        object(result)
+        written(result)
     }
 }

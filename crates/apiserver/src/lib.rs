@@ -11,7 +11,10 @@ pub mod errors;
 pub mod grpc;
 pub mod metrics;
 pub mod objects;
+pub mod openapi;
+pub mod rest;
 pub mod server;
+pub mod ssa;
 pub mod tls;
 pub mod watch_cache;
 

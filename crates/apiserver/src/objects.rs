@@ -46,6 +46,32 @@ pub struct ListQuery {
     pub allow_bookmarks: bool,
 }
 
+/// What to do with fields the object's type does not have (`fieldValidation`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FieldValidation {
+    /// Drop them silently.
+    Ignore,
+    /// Drop them and warn (Kubernetes' default).
+    #[default]
+    Warn,
+    /// Refuse the request.
+    Strict,
+}
+
+impl FieldValidation {
+    /// Parses the `fieldValidation` query value (empty = the default).
+    pub fn parse(value: &str) -> Result<Self, ApiError> {
+        match value {
+            "" | "Warn" => Ok(FieldValidation::Warn),
+            "Ignore" => Ok(FieldValidation::Ignore),
+            "Strict" => Ok(FieldValidation::Strict),
+            other => Err(ApiError::bad_request(format!(
+                "fieldValidation {other:?} is invalid: valid values are Ignore, Warn and Strict"
+            ))),
+        }
+    }
+}
+
 /// Options of create, update and patch.
 #[derive(Debug, Clone, Default)]
 pub struct WriteOptions {
@@ -53,6 +79,17 @@ pub struct WriteOptions {
     pub dry_run: bool,
     /// The writer's name, for managed fields.
     pub field_manager: String,
+    /// Unknown fields: drop, warn or refuse.
+    pub field_validation: FieldValidation,
+}
+
+/// The outcome of a write: the object as stored, and warnings for the client.
+#[derive(Debug, Clone)]
+pub struct Written {
+    /// Kubernetes JSON of the object after the write.
+    pub object: Bytes,
+    /// Warnings (`Warning:` headers on REST), e.g. unknown fields dropped.
+    pub warnings: Vec<String>,
 }
 
 /// Options of delete, as in `metav1.DeleteOptions`.
@@ -77,6 +114,10 @@ pub enum PatchKind {
     Json,
     /// RFC 7386.
     Merge,
+    /// Kubernetes' strategic merge patch (merge keys for built-in lists).
+    Strategic,
+    /// Server-side apply (`application/apply-patch+yaml`).
+    Apply,
 }
 
 /// Which part of an object a write may change.
@@ -223,7 +264,7 @@ impl Objects {
         ns: &str,
         body: &[u8],
         opts: &WriteOptions,
-    ) -> Result<Bytes, ApiError> {
+    ) -> Result<Written, ApiError> {
         let mut obj = parse_body(info, body)?;
         let meta = metadata_mut(&mut obj);
         let body_ns = str_of(meta.get("namespace")).to_string();
@@ -268,19 +309,29 @@ impl Objects {
         if info.group.is_empty() && info.kind == "Pod" {
             obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(&obj)});
         }
+        let (mut obj, warnings) = prune_unknown(info, &name, obj, opts.field_validation)?;
+        if obj["metadata"]["managedFields"].is_null() {
+            crate::ssa::record_update(info, &json!({}), &mut obj, manager(opts), "", &now(0));
+        }
         validate(info, &name, &obj)?;
         check_size(&obj)?;
         if info.namespaced {
             self.check_namespace(info, &ns, &name).await?;
         }
         if opts.dry_run {
-            return Ok(encode(&obj));
+            return Ok(Written {
+                object: encode(&obj),
+                warnings,
+            });
         }
         let key = info.storage_key(&ns, &name);
         self.store
             .create(&key, with_revision(obj))
             .await
-            .map(|rec| rec.value)
+            .map(|rec| Written {
+                object: rec.value,
+                warnings,
+            })
             .map_err(|e| errors::from_store(info, &name, e))
     }
 
@@ -293,7 +344,7 @@ impl Objects {
         body: &[u8],
         part: Part,
         opts: &WriteOptions,
-    ) -> Result<Bytes, ApiError> {
+    ) -> Result<Written, ApiError> {
         let mut new = parse_body(info, body)?;
         let meta = metadata_mut(&mut new);
         match str_of(meta.get("name")) {
@@ -320,13 +371,13 @@ impl Objects {
             "" => None,
             rv => Some(parse_revision(rv)?),
         };
-        self.guaranteed_update(info, ns, name, precondition, opts.dry_run, |old| {
+        self.guaranteed_write(info, ns, name, precondition, opts, part, false, |old| {
             Ok(admit_update(info, old, new.clone(), part))
         })
         .await
     }
 
-    /// Applies a JSON or merge patch to the object (or its status).
+    /// Applies a JSON, merge or strategic merge patch to the object (or its status).
     #[allow(clippy::too_many_arguments)]
     pub async fn patch(
         &self,
@@ -337,7 +388,28 @@ impl Objects {
         patch: &[u8],
         part: Part,
         opts: &WriteOptions,
-    ) -> Result<Bytes, ApiError> {
+    ) -> Result<Written, ApiError> {
+        self.patch_with(info, ns, name, kind, patch, part, opts, false)
+            .await
+    }
+
+    /// Like [`Objects::patch`], with server-side apply's `force` (take over conflicting
+    /// fields).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn patch_with(
+        &self,
+        info: &ResourceInfo,
+        ns: &str,
+        name: &str,
+        kind: PatchKind,
+        patch: &[u8],
+        part: Part,
+        opts: &WriteOptions,
+        force: bool,
+    ) -> Result<Written, ApiError> {
+        if kind == PatchKind::Apply {
+            return self.apply(info, ns, name, patch, part, opts, force).await;
+        }
         if patch.len() > MAX_OBJECT_BYTES {
             return Err(too_large());
         }
@@ -348,19 +420,24 @@ impl Objects {
                 serde_json::from_value::<json_patch::Patch>(patch.clone())
                     .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?,
             ),
-            PatchKind::Merge => {
+            PatchKind::Merge | PatchKind::Strategic | PatchKind::Apply => {
                 if !patch.is_object() {
                     return Err(ApiError::bad_request("a merge patch must be a JSON object"));
                 }
                 None
             }
         };
-        self.guaranteed_update(info, ns, name, None, opts.dry_run, |old| {
+        self.guaranteed_write(info, ns, name, None, opts, part, false, |old| {
             let mut doc = old.clone();
-            match &json_patch {
-                Some(p) => apply_json_patch(&mut doc, p)
+            match (&json_patch, kind) {
+                (Some(p), _) => apply_json_patch(&mut doc, p)
                     .map_err(|e| e.with_details(info.group, info.plural, name))?,
-                None => json_patch::merge(&mut doc, &patch),
+                (None, PatchKind::Strategic) => {
+                    rkube_types::strategic::apply(info, &mut doc, &patch).map_err(|e| {
+                        ApiError::bad_request(format!("invalid strategic merge patch: {e}"))
+                    })?
+                }
+                (None, _) => json_patch::merge(&mut doc, &patch),
             }
             if !doc.is_object() || !doc["metadata"].is_object() {
                 return Err(ApiError::new(
@@ -374,6 +451,140 @@ impl Objects {
                 return Err(ApiError::conflict(info.group, info.plural, name, MODIFIED));
             }
             Ok(admit_update(info, old, doc, part))
+        })
+        .await
+    }
+
+    /// Server-side apply of the YAML (or JSON) configuration in `body` by
+    /// `opts.field_manager`: creates the object if it does not exist.
+    #[allow(clippy::too_many_arguments)]
+    async fn apply(
+        &self,
+        info: &ResourceInfo,
+        ns: &str,
+        name: &str,
+        body: &[u8],
+        part: Part,
+        opts: &WriteOptions,
+        force: bool,
+    ) -> Result<Written, ApiError> {
+        if body.len() > MAX_OBJECT_BYTES {
+            return Err(too_large());
+        }
+        let mut config: Value = serde_norway::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+        if !config.is_object() {
+            return Err(ApiError::bad_request(
+                "the applied configuration must be an object",
+            ));
+        }
+        let api_version = info.api_version();
+        if config["apiVersion"].as_str() != Some(api_version.as_str())
+            || config["kind"].as_str() != Some(info.kind)
+        {
+            return Err(ApiError::bad_request(format!(
+                "the applied configuration must have apiVersion {api_version:?} and kind {:?}",
+                info.kind
+            )));
+        }
+        match config["metadata"]["name"].as_str() {
+            Some(n) if n == name => {}
+            None | Some("") => {
+                metadata_mut(&mut config).insert("name".into(), name.into());
+            }
+            Some(n) => {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({n}) does not match the name on the URL ({name})"
+                )));
+            }
+        }
+        if opts.field_manager.is_empty() {
+            return Err(ApiError::bad_request(
+                "PATCH, application/apply-patch+yaml requires a fieldManager",
+            ));
+        }
+        let key = object_key(info, ns, name)?;
+        for _ in 0..MAX_RETRIES {
+            match self.store.get(&key).await {
+                Ok(None) => {
+                    let created = crate::ssa::apply(
+                        info,
+                        &json!({"metadata": {}}),
+                        &config,
+                        &opts.field_manager,
+                        force,
+                        &now(0),
+                    )?;
+                    let mut obj = config.clone();
+                    metadata_mut(&mut obj).insert(
+                        "managedFields".into(),
+                        created["metadata"]["managedFields"].clone(),
+                    );
+                    let body = serde_json::to_vec(&obj).unwrap_or_default();
+                    match self.create(info, ns, &body, opts).await {
+                        Err(e) if e.reason == Reason::AlreadyExists => continue,
+                        other => return other,
+                    }
+                }
+                Ok(Some(_)) => {
+                    return self
+                        .guaranteed_write(info, ns, name, None, opts, part, true, |old| {
+                            let merged = crate::ssa::apply(
+                                info,
+                                old,
+                                &config,
+                                &opts.field_manager,
+                                force,
+                                &now(0),
+                            )?;
+                            Ok(admit_update(info, old, merged, part))
+                        })
+                        .await;
+                }
+                Err(e) => return Err(errors::from_store(info, name, e)),
+            }
+        }
+        Err(ApiError::conflict(info.group, info.plural, name, MODIFIED))
+    }
+
+    /// Binds a pod to a node (the `binding` subresource): sets `spec.nodeName` once.
+    pub async fn bind(
+        &self,
+        ns: &str,
+        name: &str,
+        node: &str,
+        opts: &WriteOptions,
+    ) -> Result<Written, ApiError> {
+        let info = registry::lookup("", "v1", "pods")
+            .ok_or_else(|| ApiError::internal("pods missing from the registry"))?;
+        self.guaranteed_update(info, ns, name, None, opts, |old| {
+            let current = old["spec"]["nodeName"].as_str().unwrap_or_default();
+            if !current.is_empty() {
+                return Err(ApiError::conflict(
+                    info.group,
+                    info.plural,
+                    name,
+                    &format!("pod {name} is already assigned to node {current:?}"),
+                ));
+            }
+            if !old["metadata"]["deletionTimestamp"].is_null() {
+                return Err(ApiError::conflict(
+                    info.group,
+                    info.plural,
+                    name,
+                    &format!("pod {name} is being deleted, cannot be assigned to a host"),
+                ));
+            }
+            let mut new = old.clone();
+            new["spec"]["nodeName"] = node.into();
+            let conditions = new["status"]
+                .as_object_mut()
+                .map(|s| s.entry("conditions").or_insert_with(|| json!([])));
+            if let Some(Value::Array(list)) = conditions {
+                list.retain(|c| c["type"] != "PodScheduled");
+                list.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now(0)}));
+            }
+            Ok(new)
         })
         .await
     }
@@ -447,6 +658,13 @@ impl Objects {
                     ));
                 }
             };
+            // The garbage collector's finalizers only matter when something is owned by this
+            // object; without dependents, orphaning or foreground deletion is a plain delete
+            // (the collector would remove its finalizer at once).
+            let finalizer = match finalizer {
+                Some(f) if self.has_dependents(str_of(old["metadata"].get("uid"))) => Some(f),
+                _ => None,
+            };
             let new_meta = metadata_mut(&mut new);
             if let Some(f) = finalizer {
                 let list = new_meta.entry("finalizers").or_insert_with(|| json!([]));
@@ -501,6 +719,24 @@ impl Objects {
         Err(ApiError::conflict(info.group, info.plural, name, MODIFIED))
     }
 
+    /// Whether any cached object names `uid` among its owner references.
+    fn has_dependents(&self, uid: &str) -> bool {
+        if uid.is_empty() {
+            return false;
+        }
+        self.caches.all().any(|cache| {
+            cache.any(|obj| {
+                // Cheap byte search first; parse only the candidates.
+                memchr_str(&obj.json, uid)
+                    && serde_json::from_slice::<Value>(&obj.json).is_ok_and(|v| {
+                        v["metadata"]["ownerReferences"]
+                            .as_array()
+                            .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid))
+                    })
+            })
+        })
+    }
+
     /// Read, mutate, compare-and-swap; retried on a lost race unless the client gave a
     /// resourceVersion precondition. An object being deleted whose last finalizer goes is
     /// removed.
@@ -510,9 +746,36 @@ impl Objects {
         ns: &str,
         name: &str,
         precondition: Option<Revision>,
-        dry_run: bool,
+        opts: &WriteOptions,
         mutate: impl Fn(&Value) -> Result<Value, ApiError>,
-    ) -> Result<Bytes, ApiError> {
+    ) -> Result<Written, ApiError> {
+        self.guaranteed_write(
+            info,
+            ns,
+            name,
+            precondition,
+            opts,
+            Part::Main,
+            false,
+            mutate,
+        )
+        .await
+    }
+
+    /// [`Objects::guaranteed_update`] that also says which part is written (for managed
+    /// fields) and whether `mutate` is an apply (which keeps managed fields itself).
+    #[allow(clippy::too_many_arguments)]
+    async fn guaranteed_write(
+        &self,
+        info: &ResourceInfo,
+        ns: &str,
+        name: &str,
+        precondition: Option<Revision>,
+        opts: &WriteOptions,
+        part: Part,
+        is_apply: bool,
+        mutate: impl Fn(&Value) -> Result<Value, ApiError>,
+    ) -> Result<Written, ApiError> {
         let key = object_key(info, ns, name)?;
         for _ in 0..MAX_RETRIES {
             let rec = match self.store.get(&key).await {
@@ -528,13 +791,24 @@ impl Objects {
             let old: Value = serde_json::from_slice(&rec.value)
                 .map_err(|e| ApiError::internal(format!("stored object is corrupt: {e}")))?;
             let new = mutate(&old)?;
+            let (mut new, warnings) = prune_unknown(info, name, new, opts.field_validation)?;
+            if !is_apply {
+                let sub = if part == Part::Status { "status" } else { "" };
+                crate::ssa::record_update(info, &old, &mut new, manager(opts), sub, &now(0));
+            }
             validate(info, name, &new)?;
             check_size(&new)?;
             if without_revision(&new) == without_revision(&old) {
-                return Ok(rec.value);
+                return Ok(Written {
+                    object: rec.value,
+                    warnings,
+                });
             }
-            if dry_run {
-                return Ok(encode(&new));
+            if opts.dry_run {
+                return Ok(Written {
+                    object: encode(&new),
+                    warnings,
+                });
             }
             // As Kubernetes' shouldDeleteDuringUpdate: an object being deleted goes when its
             // last finalizer goes, unless it is still in a grace period (a pod the kubelet
@@ -556,7 +830,7 @@ impl Objects {
                     .map(|r| r.value)
             };
             match result {
-                Ok(bytes) => return Ok(bytes),
+                Ok(object) => return Ok(Written { object, warnings }),
                 Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,
                 Err(e) => return Err(errors::from_store(info, name, e)),
             }
@@ -785,6 +1059,49 @@ fn spec_of(obj: &Value) -> Map<String, Value> {
     map
 }
 
+/// The field manager a write is recorded under.
+fn manager(opts: &WriteOptions) -> &str {
+    if opts.field_manager.is_empty() {
+        "unknown"
+    } else {
+        &opts.field_manager
+    }
+}
+
+/// Drops the fields the object's type does not have, as Kubernetes' decoding does, and warns
+/// about them or refuses the request as `validation` says. An object that does not decode is
+/// left for validation to report.
+fn prune_unknown(
+    info: &ResourceInfo,
+    name: &str,
+    obj: Value,
+    validation: FieldValidation,
+) -> Result<(Value, Vec<String>), ApiError> {
+    let Ok(normalized) = rkube_types::normalize::normalize(info, &obj) else {
+        return Ok((obj, Vec::new()));
+    };
+    let unknown = rkube_types::normalize::unknown_fields(&obj, &normalized);
+    if unknown.is_empty() {
+        return Ok((normalized, Vec::new()));
+    }
+    let messages: Vec<String> = unknown
+        .iter()
+        .map(|f| format!("unknown field {f:?}"))
+        .collect();
+    match validation {
+        FieldValidation::Strict => Err(ApiError::bad_request(format!(
+            "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
+            info.kind,
+            info.api_version(),
+            info.kind,
+            messages.join(", ")
+        ))
+        .with_details(info.group, info.plural, name)),
+        FieldValidation::Warn => Ok((normalized, messages)),
+        FieldValidation::Ignore => Ok((normalized, Vec::new())),
+    }
+}
+
 fn validate(info: &ResourceInfo, name: &str, obj: &Value) -> Result<(), ApiError> {
     let causes = validation::validate_object(info, obj);
     if causes.is_empty() {
@@ -818,6 +1135,11 @@ fn metadata_mut(obj: &mut Value) -> &mut Map<String, Value> {
 
 fn str_of(v: Option<&Value>) -> &str {
     v.and_then(Value::as_str).unwrap_or_default()
+}
+
+fn memchr_str(haystack: &[u8], needle: &str) -> bool {
+    let needle = needle.as_bytes();
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 fn has_finalizers(obj: &Value) -> bool {
@@ -884,7 +1206,7 @@ fn qos_class(pod: &Value) -> &'static str {
 
 fn without_revision(obj: &Value) -> Value {
     let mut v = obj.clone();
-    if let Some(meta) = v["metadata"].as_object_mut() {
+    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.remove("resourceVersion");
     }
     v

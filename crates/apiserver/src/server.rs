@@ -227,7 +227,13 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(&material)?);
     let grpc = GrpcService::new(objects.clone(), metrics.clone(), shutdown_rx.clone());
-    let router = router(grpc, metrics, objects.store().clone(), shutdown_rx.clone());
+    let rest = crate::rest::router(
+        objects.clone(),
+        metrics.clone(),
+        shutdown_rx.clone(),
+        addr.to_string(),
+    );
+    let router = router(grpc, metrics, objects.store().clone(), shutdown_rx.clone()).merge(rest);
     let server = tokio::spawn(serve_tls(listener, acceptor, router, shutdown_rx.clone()));
     tracing::info!(address = %addr, "apiserver listening");
     Ok(Running {

@@ -507,6 +507,11 @@ impl WatchCache {
         }
     }
 
+    /// Whether any cached object satisfies `pred`.
+    pub fn any(&self, pred: impl Fn(&CachedObject) -> bool) -> bool {
+        self.read().objects.values().any(|o| pred(o))
+    }
+
     /// The number of open watches.
     pub fn watcher_count(&self) -> usize {
         self.read().watchers.len()

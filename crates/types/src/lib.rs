@@ -6,10 +6,13 @@
 pub use k8s_openapi;
 
 pub mod fields;
+pub mod normalize;
+pub mod printers;
 pub mod quantity;
 pub mod registry;
 pub mod selector;
 pub mod status;
+pub mod strategic;
 pub mod validation;
 
 pub use registry::ResourceInfo;

@@ -472,12 +472,29 @@ fn validate_metadata(info: &ResourceInfo, meta: &ObjectMeta) -> Vec<StatusCause>
 /// and `k8s-openapi` would refuse a missing or different spelling).
 fn decode<T: DeserializeOwned>(
     obj: &serde_json::Map<String, serde_json::Value>,
-) -> Result<T, String> {
+) -> Result<T, DecodeFailure> {
     let fields = obj
         .iter()
         .filter(|(k, _)| k.as_str() != "apiVersion" && k.as_str() != "kind")
         .map(|(k, v)| (k.as_str(), v));
-    T::deserialize(MapDeserializer::<_, serde_json::Error>::new(fields)).map_err(|e| e.to_string())
+    serde_path_to_error::deserialize(MapDeserializer::<_, serde_json::Error>::new(fields)).map_err(
+        |e| DecodeFailure {
+            field: match e.path().to_string() {
+                p if p == "." => String::new(),
+                p => p,
+            },
+            message: e.inner().to_string(),
+        },
+    )
+}
+
+/// An object that does not decode into its type: where, and the decoder's message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DecodeFailure {
+    /// Path of the offending field, e.g. `spec.replicas` (empty for the object itself).
+    pub(crate) field: String,
+    /// What the decoder said.
+    pub(crate) message: String,
 }
 
 /// A decoding failure as a cause.
@@ -512,7 +529,7 @@ pub fn validate_object(info: &ResourceInfo, obj: &serde_json::Value) -> Vec<Stat
     let mut causes = validate_metadata(info, &meta);
     match kinds::validate_kind(info, map) {
         Ok(kind_causes) => causes.extend(kind_causes),
-        Err(message) => causes.push(decode_error("", message)),
+        Err(failure) => causes.push(decode_error(&failure.field, failure.message)),
     }
     causes
 }

@@ -3,9 +3,9 @@
 
 use super::pod::{RESTART_POLICIES, check_protocol, effective_restart_policy, validate_pod_spec};
 use super::{
-    decode, go_map, invalid_raw, is_config_map_key, is_dns1123_label, is_dns1123_subdomain,
-    is_qualified_name, is_valid_label_value, is_valid_port_name, is_valid_port_num,
-    required_because, too_long, validate_annotations, validate_labels,
+    DecodeFailure, decode, go_map, invalid_raw, is_config_map_key, is_dns1123_label,
+    is_dns1123_subdomain, is_qualified_name, is_valid_label_value, is_valid_port_name,
+    is_valid_port_num, required_because, too_long, validate_annotations, validate_labels,
 };
 use crate::registry::ResourceInfo;
 use crate::selector::LabelSelector;
@@ -26,7 +26,10 @@ const MAX_DATA_SIZE: usize = 1024 * 1024;
 type Object = Map<String, Value>;
 
 /// Decodes and validates an object of `info`'s kind. `Err` carries the decoder's message.
-pub(super) fn validate_kind(info: &ResourceInfo, obj: &Object) -> Result<Vec<StatusCause>, String> {
+pub(super) fn validate_kind(
+    info: &ResourceInfo,
+    obj: &Object,
+) -> Result<Vec<StatusCause>, DecodeFailure> {
     Ok(match (info.group, info.kind) {
         ("", "Pod") => {
             let pod: core::v1::Pod = decode(obj)?;
@@ -113,7 +116,7 @@ pub(super) fn validate_kind(info: &ResourceInfo, obj: &Object) -> Result<Vec<Sta
 }
 
 /// Decodes the kinds without further checks, so type errors are still reported.
-fn check_decodes(info: &ResourceInfo, obj: &Object) -> Result<(), String> {
+fn check_decodes(info: &ResourceInfo, obj: &Object) -> Result<(), DecodeFailure> {
     macro_rules! decodes {
         ($($ty:ty),* $(,)?) => {
             $(

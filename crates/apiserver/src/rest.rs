@@ -98,6 +98,8 @@ enum Target {
         ns: String,
         name: String,
     },
+    /// `POST /api/v1/namespaces/{ns}/bindings`: the older way to bind a pod, named in the body.
+    Bindings { ns: String },
     /// A subresource of one object.
     Sub {
         info: &'static ResourceInfo,
@@ -138,6 +140,7 @@ fn route(path: &str) -> Result<Result<Target, Value>, ApiError> {
     };
     let owned = |s: &str| s.to_string();
     let target = match rest {
+        ["namespaces", ns, "bindings"] if group.is_empty() => Target::Bindings { ns: owned(ns) },
         [] => {
             return discovery::resource_list(group, version)
                 .map(Err)
@@ -198,8 +201,12 @@ fn param<'a>(params: &'a Params, key: &str) -> &'a str {
     params.get(key).map(String::as_str).unwrap_or_default()
 }
 
+/// A boolean query parameter; Go's strconv.ParseBool spellings (Python sends `True`).
 fn flag(params: &Params, key: &str) -> bool {
-    matches!(param(params, key), "true" | "1")
+    matches!(
+        param(params, key),
+        "true" | "True" | "TRUE" | "t" | "T" | "1"
+    )
 }
 
 /// The Table request in an Accept header, if any.
@@ -312,6 +319,7 @@ async fn handle(
     let resource = match &target {
         Target::Collection { info, .. } | Target::Object { info, .. } => info.plural.to_string(),
         Target::Sub { info, sub, .. } => format!("{}/{sub}", info.plural),
+        Target::Bindings { .. } => "bindings".to_string(),
     };
     let response = match dispatch(&state, &method, target, &headers, &params, body, watching).await
     {
@@ -602,6 +610,21 @@ async fn dispatch(
             }
             _ => Err(method_not_allowed(method)),
         },
+        Target::Bindings { ns } if *method == Method::POST => {
+            let binding: Value = serde_json::from_slice(&json_body(headers, body.clone())?)
+                .map_err(|e| ApiError::bad_request(format!("unable to decode Binding: {e}")))?;
+            let name = binding["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let info = registry::lookup("", "v1", "pods")
+                .ok_or_else(|| ApiError::internal("pods missing from the registry"))?;
+            subresources::dispatch(
+                state, method, info, &ns, &name, "binding", headers, params, body,
+            )
+            .await
+        }
+        Target::Bindings { .. } => Err(method_not_allowed(method)),
         Target::Sub {
             info,
             ns,

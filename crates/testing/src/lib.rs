@@ -205,47 +205,117 @@ pub fn apiserver_binary() -> PathBuf {
     dir.join("rkube-apiserver")
 }
 
-/// An HTTPS/1.1 GET of `path` (health and metrics endpoints), trusting `ca_pem`; returns
-/// the status code and the body.
+/// One keep-alive HTTPS/1.1 connection, for REST requests in tests and benchmarks.
+pub struct HttpsConn {
+    stream: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    addr: std::net::SocketAddr,
+    buf: Vec<u8>,
+}
+
+impl HttpsConn {
+    /// Connects to `addr`, trusting `ca_pem`, presenting `identity` (PEM cert, key) if given.
+    pub async fn connect(
+        addr: std::net::SocketAddr,
+        ca_pem: &str,
+        identity: Option<(&str, &str)>,
+    ) -> anyhow::Result<Self> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+            roots.add(cert?)?;
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots);
+        let mut config = match identity {
+            Some((cert, key)) => builder.with_client_auth_cert(
+                CertificateDer::pem_slice_iter(cert.as_bytes()).collect::<Result<_, _>>()?,
+                PrivateKeyDer::from_pem_slice(key.as_bytes())?,
+            )?,
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let stream = connector
+            .connect(ServerName::IpAddress(addr.ip().into()), tcp)
+            .await?;
+        Ok(HttpsConn {
+            stream,
+            addr,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Sends one request and reads its response (Content-Length bodies): status and body.
+    pub async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> anyhow::Result<(u16, Vec<u8>)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n",
+            self.addr,
+            body.len()
+        );
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        self.stream.write_all(head.as_bytes()).await?;
+        self.stream.write_all(body).await?;
+        self.stream.flush().await?;
+        let header_end = loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let n = self.stream.read(&mut chunk).await?;
+            anyhow::ensure!(n > 0, "connection closed before the response headers");
+            self.buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&self.buf[..header_end]).into_owned();
+        let code: u16 = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("no status line in {head:?}"))?;
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().ok())?
+            })
+            .ok_or_else(|| anyhow::anyhow!("no content-length in {head:?}"))?;
+        while self.buf.len() < header_end + length {
+            let mut chunk = [0u8; 64 * 1024];
+            let n = self.stream.read(&mut chunk).await?;
+            anyhow::ensure!(n > 0, "connection closed inside the response body");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+        let body = self.buf[header_end..header_end + length].to_vec();
+        self.buf.drain(..header_end + length);
+        Ok((code, body))
+    }
+}
+
+/// An HTTPS GET of `path` (health and metrics endpoints), trusting `ca_pem`; returns the
+/// status code and the body.
 pub async fn https_get(
     addr: std::net::SocketAddr,
     ca_pem: &str,
     path: &str,
 ) -> anyhow::Result<(u16, String)> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, ServerName};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert?)?;
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(addr).await?;
-    let mut conn = connector
-        .connect(ServerName::IpAddress(addr.ip().into()), tcp)
-        .await?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    conn.write_all(request.as_bytes()).await?;
-    let mut raw = Vec::new();
-    // A peer closing without close_notify after a complete response is fine here.
-    let _ = conn.read_to_end(&mut raw).await;
-    let raw = String::from_utf8_lossy(&raw).into_owned();
-    let code = raw
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no status line in {raw:?}"))?;
-    let body = raw
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((code, body))
+    let mut conn = HttpsConn::connect(addr, ca_pem, None).await?;
+    let (code, body) = conn.request("GET", path, &[], &[]).await?;
+    Ok((code, String::from_utf8_lossy(&body).into_owned()))
 }
 
 /// The value of an unlabelled metric in a Prometheus text exposition.

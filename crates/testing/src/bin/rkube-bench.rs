@@ -43,6 +43,8 @@ enum What {
     Watch,
     /// Resident memory, idle and with 10,000 pods.
     Memory,
+    /// REST: `kubectl get pods -A` over 10,000 pods, and REST creates at 100 clients.
+    Rest,
     /// All of the above.
     All,
 }
@@ -278,8 +280,25 @@ async fn memory(binary: &Path) -> Result<()> {
     let pid = server.pid().context("pid")?;
     tokio::time::sleep(Duration::from_secs(2)).await; // let start-up allocations settle
     let idle = rss_kib(pid)?;
-    let conns = channels(&server, 8).await?;
-    let per_task = PODS / 64;
+    let created = create_pods(&server, PODS).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let loaded = rss_kib(pid)?;
+    println!("## resident memory of rkube-apiserver\n");
+    println!("| state | RSS |\n|---|---|");
+    println!("| idle, empty store | {:.1} MiB |", idle as f64 / 1024.0);
+    println!(
+        "| {} pods stored | {:.1} MiB |\n",
+        created,
+        loaded as f64 / 1024.0
+    );
+    server.terminate().await?;
+    Ok(())
+}
+
+/// Creates about `n` pods (64 writers) spread over 100 nodes; returns how many.
+async fn create_pods(server: &ApiserverProcess, n: usize) -> Result<usize> {
+    let conns = channels(server, 8).await?;
+    let per_task = n / 64;
     let mut tasks = Vec::new();
     for t in 0..64 {
         let mut c = conns[t % conns.len()].clone();
@@ -304,15 +323,133 @@ async fn memory(binary: &Path) -> Result<()> {
     for t in tasks {
         t.await??;
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let loaded = rss_kib(pid)?;
-    println!("## resident memory of rkube-apiserver\n");
-    println!("| state | RSS |\n|---|---|");
-    println!("| idle, empty store | {:.1} MiB |", idle as f64 / 1024.0);
+    Ok(per_task * 64)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+async fn rest(binary: &Path, seconds: u64) -> Result<()> {
+    const PODS: usize = 10_000;
+    const RUNS: usize = 5;
+    let (server, _dir) = start(binary).await?;
+    let created = create_pods(&server, PODS).await?;
+    let ca = server.ca_pem()?;
+    let kubeconfig = server.kubeconfig();
+
+    let mut kubectl = Vec::new();
+    for _ in 0..RUNS {
+        let t = Instant::now();
+        let out = tokio::process::Command::new("/usr/bin/kubectl")
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["get", "pods", "-A"])
+            .output()
+            .await?;
+        kubectl.push(t.elapsed());
+        anyhow::ensure!(
+            out.status.success(),
+            "kubectl failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rows = out.stdout.iter().filter(|b| **b == b'\n').count();
+        anyhow::ensure!(
+            rows == created + 1,
+            "kubectl printed {rows} lines for {created} pods"
+        );
+    }
+    let table = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json";
+    let mut conn = rkube_testing::HttpsConn::connect(server.addr, &ca, None).await?;
+    let mut full = Vec::new();
+    let mut paged = Vec::new();
+    for _ in 0..RUNS {
+        let t = Instant::now();
+        let (code, _) = conn
+            .request("GET", "/api/v1/pods", &[("Accept", table)], &[])
+            .await?;
+        full.push(t.elapsed());
+        anyhow::ensure!(code == 200, "list returned {code}");
+        // kubectl's own pattern: pages of 500.
+        let t = Instant::now();
+        let mut token = String::new();
+        loop {
+            let path = format!("/api/v1/pods?limit=500&continue={token}");
+            let (code, body) = conn
+                .request("GET", &path, &[("Accept", table)], &[])
+                .await?;
+            anyhow::ensure!(code == 200, "paged list returned {code}");
+            let v: serde_json::Value = serde_json::from_slice(&body)?;
+            token = v["metadata"]["continue"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            if token.is_empty() {
+                break;
+            }
+        }
+        paged.push(t.elapsed());
+    }
+    println!("## REST: kubectl get pods -A with {created} pods ({RUNS} runs, medians)\n");
+    println!("| what | median |\n|---|---|");
     println!(
-        "| {} pods stored | {:.1} MiB |\n",
-        per_task * 64,
-        loaded as f64 / 1024.0
+        "| `kubectl get pods -A`, wall time | {} |",
+        ms(median(kubectl))
+    );
+    println!(
+        "| server: one Table list of all pods (one request) | {} |",
+        ms(median(full))
+    );
+    println!(
+        "| server: Table list in pages of 500, as kubectl asks | {} |\n",
+        ms(median(paged))
+    );
+    server.terminate().await?;
+
+    let (server, _dir) = start(binary).await?;
+    let ca = server.ca_pem()?;
+    let clients = 100;
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for id in 0..clients {
+        let mut conn = rkube_testing::HttpsConn::connect(server.addr, &ca, None).await?;
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut i = 0u64;
+            while Instant::now() < deadline {
+                let body = serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": format!("r{id}-{i}")}, "data": {"k": "v"}}))?;
+                let t = Instant::now();
+                let (code, _) = conn
+                    .request(
+                        "POST",
+                        "/api/v1/namespaces/default/configmaps",
+                        &[("Content-Type", "application/json")],
+                        &body,
+                    )
+                    .await?;
+                lat.push(t.elapsed());
+                anyhow::ensure!(code == 201, "create returned {code}");
+                i += 1;
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    let started = Instant::now();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort_unstable();
+    println!("## REST creates (HTTPS/1.1 keep-alive), {clients} clients, {seconds} s\n");
+    println!("| creates/s | p50 | p99 |\n|---|---|---|");
+    println!(
+        "| {:.0} | {} | {} |\n",
+        all.len() as f64 / elapsed,
+        ms(percentile(&all, 0.5)),
+        ms(percentile(&all, 0.99))
     );
     server.terminate().await?;
     Ok(())
@@ -334,10 +471,12 @@ async fn main() -> Result<()> {
         What::Creates => creates(&binary, args.seconds, args.runs).await?,
         What::Watch => watch(&binary).await?,
         What::Memory => memory(&binary).await?,
+        What::Rest => rest(&binary, args.seconds).await?,
         What::All => {
             memory(&binary).await?;
             creates(&binary, args.seconds, args.runs).await?;
             watch(&binary).await?;
+            rest(&binary, args.seconds).await?;
         }
     }
     Ok(())

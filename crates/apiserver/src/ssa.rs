@@ -101,37 +101,45 @@ fn collect(value: &Value, prefix: &mut Path, out: &mut BTreeSet<Path>) {
 
 /// The fields an object (or an applied configuration) sets, leaving out identity fields.
 pub fn fields_of(obj: &Value) -> BTreeSet<Path> {
+    /// Top-level keys nobody manages.
+    const SYSTEM: [&str; 3] = ["apiVersion", "kind", "status"];
+    /// Metadata keys that are identity or the server's, not managed fields.
+    const IDENTITY: [&str; 10] = [
+        "name",
+        "namespace",
+        "uid",
+        "resourceVersion",
+        "generation",
+        "creationTimestamp",
+        "managedFields",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "selfLink",
+    ];
     let mut out = BTreeSet::new();
-    let mut obj = obj.clone();
-    if let Some(map) = obj.as_object_mut() {
-        map.remove("apiVersion");
-        map.remove("kind");
-        map.remove("status");
-        if let Some(meta) = map.get_mut("metadata").and_then(Value::as_object_mut) {
-            for k in [
-                "name",
-                "namespace",
-                "uid",
-                "resourceVersion",
-                "generation",
-                "creationTimestamp",
-                "managedFields",
-                "deletionTimestamp",
-                "deletionGracePeriodSeconds",
-                "selfLink",
-            ] {
-                meta.remove(k);
+    let Some(map) = obj.as_object() else {
+        collect(obj, &mut Vec::new(), &mut out);
+        return out;
+    };
+    // Walks in place (no copy of the object): this runs on every write.
+    let mut path = Vec::new();
+    for (k, v) in map.iter().filter(|(k, _)| !SYSTEM.contains(&k.as_str())) {
+        path.push(Step::Field(k.clone()));
+        match (k.as_str(), v.as_object()) {
+            ("metadata", Some(meta)) => {
+                for (mk, mv) in meta
+                    .iter()
+                    .filter(|(mk, _)| !IDENTITY.contains(&mk.as_str()))
+                {
+                    path.push(Step::Field(mk.clone()));
+                    collect(mv, &mut path, &mut out);
+                    path.pop();
+                }
             }
+            _ => collect(v, &mut path, &mut out),
         }
-        // Identity alone is not a field anyone manages.
-        if map
-            .get("metadata")
-            .is_some_and(|m| m.as_object().is_some_and(Map::is_empty))
-        {
-            map.remove("metadata");
-        }
+        path.pop();
     }
-    collect(&obj, &mut Vec::new(), &mut out);
     out
 }
 

@@ -87,7 +87,7 @@ async fn create_run(
     seconds: u64,
 ) -> Result<(f64, Duration, Duration, f64)> {
     let (server, _dir) = start(binary).await?;
-    let conns = channels(&server, 8.min(clients)).await?;
+    let conns = channels(&server, 32.min(clients)).await?;
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
     for id in 0..clients {

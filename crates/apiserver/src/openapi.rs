@@ -6,10 +6,6 @@
 //! The documents are built once, on first use, and served as the same bytes afterwards.
 
 use bytes::Bytes;
-use k8s_openapi::api::{
-    apps, autoscaling, batch, coordination, core, discovery, events, networking, policy, rbac,
-    scheduling, storage,
-};
 use k8s_openapi::schemars::generate::SchemaSettings;
 use k8s_openapi::schemars::{JsonSchema, SchemaGenerator};
 use rkube_types::{ResourceInfo, registry};
@@ -31,44 +27,7 @@ fn add_kind(info: &ResourceInfo, generator: &mut SchemaGenerator) -> Option<Stri
             )*
         };
     }
-    kinds!(
-        core::v1::Namespace,
-        core::v1::Pod,
-        core::v1::Node,
-        core::v1::Service,
-        core::v1::Endpoints,
-        core::v1::ConfigMap,
-        core::v1::Secret,
-        core::v1::ServiceAccount,
-        core::v1::Event,
-        core::v1::LimitRange,
-        core::v1::ResourceQuota,
-        core::v1::PersistentVolume,
-        core::v1::PersistentVolumeClaim,
-        core::v1::ReplicationController,
-        core::v1::PodTemplate,
-        apps::v1::Deployment,
-        apps::v1::ReplicaSet,
-        apps::v1::DaemonSet,
-        apps::v1::StatefulSet,
-        apps::v1::ControllerRevision,
-        autoscaling::v2::HorizontalPodAutoscaler,
-        batch::v1::Job,
-        batch::v1::CronJob,
-        coordination::v1::Lease,
-        discovery::v1::EndpointSlice,
-        events::v1::Event,
-        networking::v1::Ingress,
-        networking::v1::IngressClass,
-        networking::v1::NetworkPolicy,
-        policy::v1::PodDisruptionBudget,
-        rbac::v1::Role,
-        rbac::v1::RoleBinding,
-        rbac::v1::ClusterRole,
-        rbac::v1::ClusterRoleBinding,
-        scheduling::v1::PriorityClass,
-        storage::v1::StorageClass,
-    );
+    rkube_types::for_each_kind!(kinds);
     None
 }
 

@@ -745,3 +745,101 @@ async fn watch(
     )
         .into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(path: &str) -> Target {
+        match route(path) {
+            Ok(Ok(t)) => t,
+            Ok(Err(doc)) => panic!("{path}: a discovery document, not a target: {doc}"),
+            Err(e) => panic!("{path}: {e}"),
+        }
+    }
+
+    #[test]
+    fn paths_route_to_collections_objects_and_subresources() {
+        match target("/api/v1/namespaces/demo/pods") {
+            Target::Collection { info, ns } => {
+                assert_eq!((info.plural, ns.as_str()), ("pods", "demo"))
+            }
+            _ => panic!("namespaced collection"),
+        }
+        match target("/apis/apps/v1/namespaces/demo/deployments/web/scale") {
+            Target::Sub {
+                info,
+                ns,
+                name,
+                sub,
+            } => {
+                assert_eq!(
+                    (info.plural, ns.as_str(), name.as_str(), sub.as_str()),
+                    ("deployments", "demo", "web", "scale")
+                )
+            }
+            _ => panic!("subresource"),
+        }
+        // A namespace's own subresource, not a collection inside it.
+        match target("/api/v1/namespaces/demo/status") {
+            Target::Sub {
+                info, name, sub, ..
+            } => assert_eq!(
+                (info.plural, name.as_str(), sub.as_str()),
+                ("namespaces", "demo", "status")
+            ),
+            _ => panic!("namespace status"),
+        }
+        match target("/api/v1/namespaces/demo") {
+            Target::Object { info, name, .. } => {
+                assert_eq!((info.plural, name.as_str()), ("namespaces", "demo"))
+            }
+            _ => panic!("namespace object"),
+        }
+        match target("/api/v1/pods") {
+            Target::Collection { ns, .. } => assert!(ns.is_empty(), "all namespaces"),
+            _ => panic!("cluster-wide list"),
+        }
+        assert!(matches!(
+            target("/api/v1/namespaces/demo/bindings"),
+            Target::Bindings { .. }
+        ));
+    }
+
+    #[test]
+    fn unknown_paths_are_404_not_panics() {
+        for path in [
+            "/api/v1/widgets",
+            "/apis/nope.example.com/v1/things",
+            "/api/v1/pods/web",
+            "/api/v1/namespaces/demo/pods/a/b/c",
+            "/apis/apps",
+            "/api/v2",
+        ] {
+            match route(path) {
+                Err(e) => assert_eq!(e.code(), 404, "{path}"),
+                Ok(Ok(_)) => panic!("{path}: routed"),
+                Ok(Err(doc)) if path == "/apis/apps" => assert_eq!(doc["kind"], "APIGroup"),
+                Ok(Err(doc)) => panic!("{path}: {doc}"),
+            }
+        }
+    }
+
+    #[test]
+    fn list_bodies_embed_the_stored_bytes() {
+        let info = registry::lookup("", "v1", "configmaps").expect("registered");
+        let items = [
+            Bytes::from_static(b"{\"a\":1}"),
+            Bytes::from_static(b"{\"b\":2}"),
+        ];
+        let body = list_body(info, 7, "tok", Some(3), items.iter());
+        let v: Value = serde_json::from_slice(&body).expect("valid JSON");
+        assert_eq!(v["kind"], "ConfigMapList");
+        assert_eq!(v["metadata"]["resourceVersion"], "7");
+        assert_eq!(v["metadata"]["continue"], "tok");
+        assert_eq!(v["metadata"]["remainingItemCount"], 3);
+        assert_eq!(v["items"][1]["b"], 2);
+        let line = event_line("ADDED", b"{\"x\":true}");
+        assert_eq!(&line[..], b"{\"type\":\"ADDED\",\"object\":{\"x\":true}}\n");
+    }
+}

@@ -6,6 +6,7 @@
 pub use k8s_openapi;
 
 pub mod fields;
+pub mod kinds;
 pub mod normalize;
 pub mod printers;
 pub mod quantity;

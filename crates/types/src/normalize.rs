@@ -11,10 +11,6 @@
 //! strict field validation, the errors) the API server reports.
 
 use crate::registry::ResourceInfo;
-use k8s_openapi::api::{
-    apps, autoscaling, batch, coordination, core, discovery, events, networking, policy, rbac,
-    scheduling, storage,
-};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde::de::value::MapDeserializer;
@@ -91,44 +87,7 @@ fn round_trip(info: &ResourceInfo, obj: &Map<String, Value>) -> Result<Value, No
             )*
         };
     }
-    round_trips!(
-        core::v1::Namespace,
-        core::v1::Pod,
-        core::v1::Node,
-        core::v1::Service,
-        core::v1::Endpoints,
-        core::v1::ConfigMap,
-        core::v1::Secret,
-        core::v1::ServiceAccount,
-        core::v1::Event,
-        core::v1::LimitRange,
-        core::v1::ResourceQuota,
-        core::v1::PersistentVolume,
-        core::v1::PersistentVolumeClaim,
-        core::v1::ReplicationController,
-        core::v1::PodTemplate,
-        apps::v1::Deployment,
-        apps::v1::ReplicaSet,
-        apps::v1::DaemonSet,
-        apps::v1::StatefulSet,
-        apps::v1::ControllerRevision,
-        batch::v1::Job,
-        batch::v1::CronJob,
-        autoscaling::v2::HorizontalPodAutoscaler,
-        coordination::v1::Lease,
-        discovery::v1::EndpointSlice,
-        rbac::v1::Role,
-        rbac::v1::RoleBinding,
-        rbac::v1::ClusterRole,
-        rbac::v1::ClusterRoleBinding,
-        events::v1::Event,
-        policy::v1::PodDisruptionBudget,
-        scheduling::v1::PriorityClass,
-        networking::v1::Ingress,
-        networking::v1::NetworkPolicy,
-        networking::v1::IngressClass,
-        storage::v1::StorageClass,
-    );
+    crate::for_each_kind!(round_trips);
     Err(NormalizeError::NotRegistered {
         group: info.group,
         kind: info.kind,

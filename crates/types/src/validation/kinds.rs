@@ -11,10 +11,7 @@ use crate::registry::ResourceInfo;
 use crate::selector::LabelSelector;
 use crate::status::StatusCause;
 use k8s_openapi::api::core::v1::{PodSpec, PodTemplateSpec};
-use k8s_openapi::api::{
-    apps, autoscaling, batch, coordination, core, discovery, events, networking, policy, rbac,
-    scheduling, storage,
-};
+use k8s_openapi::api::{apps, batch, core};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as metav1;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Map, Value};
@@ -128,32 +125,7 @@ fn check_decodes(info: &ResourceInfo, obj: &Object) -> Result<(), DecodeFailure>
             )*
         };
     }
-    decodes!(
-        core::v1::Namespace,
-        core::v1::Node,
-        core::v1::Endpoints,
-        core::v1::ServiceAccount,
-        core::v1::Event,
-        core::v1::LimitRange,
-        core::v1::ResourceQuota,
-        core::v1::PersistentVolume,
-        core::v1::PersistentVolumeClaim,
-        apps::v1::ControllerRevision,
-        autoscaling::v2::HorizontalPodAutoscaler,
-        coordination::v1::Lease,
-        discovery::v1::EndpointSlice,
-        rbac::v1::Role,
-        rbac::v1::RoleBinding,
-        rbac::v1::ClusterRole,
-        rbac::v1::ClusterRoleBinding,
-        events::v1::Event,
-        policy::v1::PodDisruptionBudget,
-        scheduling::v1::PriorityClass,
-        networking::v1::Ingress,
-        networking::v1::NetworkPolicy,
-        networking::v1::IngressClass,
-        storage::v1::StorageClass,
-    );
+    crate::for_each_kind!(decodes);
     Ok(())
 }
 

@@ -73,6 +73,9 @@ struct Pending {
     /// The last revision handed out.
     revision: Revision,
     events: Vec<Event>,
+    /// The flusher sleeps on the condition variable: a write must wake it. While it is
+    /// flushing, writes only queue (a wake-up is a syscall on every write otherwise).
+    flusher_idle: bool,
 }
 
 /// What the flusher has made durable.
@@ -110,6 +113,7 @@ impl SledStore {
             writer: Mutex::new(Pending {
                 revision,
                 events: Vec::new(),
+                flusher_idle: false,
             }),
             work: Condvar::new(),
             flushed,
@@ -165,11 +169,13 @@ impl Shared {
             {
                 let mut pending = self.lock();
                 while pending.events.is_empty() && !self.closed.load(Ordering::SeqCst) {
+                    pending.flusher_idle = true;
                     pending = self
                         .work
                         .wait(pending)
                         .unwrap_or_else(PoisonError::into_inner);
                 }
+                pending.flusher_idle = false;
                 if pending.events.is_empty() {
                     break;
                 }
@@ -255,8 +261,11 @@ impl Shared {
             key: key.to_string(),
             value: record.value.clone(),
         });
+        let wake = std::mem::take(&mut pending.flusher_idle);
         drop(pending);
-        self.work.notify_one();
+        if wake {
+            self.work.notify_one();
+        }
         Ok(record)
     }
 

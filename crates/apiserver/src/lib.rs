@@ -17,5 +17,6 @@ pub mod server;
 pub mod ssa;
 pub mod tls;
 pub mod watch_cache;
+pub mod yaml;
 
 pub use server::{Options, Running, StartError, start};

@@ -471,7 +471,7 @@ impl Objects {
         if body.len() > MAX_OBJECT_BYTES {
             return Err(too_large());
         }
-        let mut config: Value = serde_norway::from_slice(body)
+        let mut config = crate::yaml::to_json(body)
             .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
         if !config.is_object() {
             return Err(ApiError::bad_request(
@@ -998,8 +998,34 @@ fn apply_json_patch(doc: &mut Value, patch: &json_patch::Patch) -> Result<(), Ap
         }
         json_patch::patch(doc, std::slice::from_ref(op))
             .map_err(|e| ApiError::new(Reason::Invalid, format!("unable to apply patch: {e}")))?;
+        // Each operation may nest one level deeper than the last; deep documents would
+        // exhaust the stack of everything that walks them recursively later.
+        if depth(doc) > MAX_DEPTH {
+            return Err(ApiError::new(
+                Reason::Invalid,
+                format!("the patched object nests deeper than {MAX_DEPTH} levels"),
+            ));
+        }
     }
     Ok(())
+}
+
+/// The deepest nesting a patched object may have (Kubernetes objects stay far below it).
+const MAX_DEPTH: usize = 100;
+
+/// The nesting depth of `value`, measured without recursion.
+fn depth(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 1usize)];
+    while let Some((v, d)) = stack.pop() {
+        deepest = deepest.max(d);
+        match v {
+            Value::Array(items) => stack.extend(items.iter().map(|i| (i, d + 1))),
+            Value::Object(map) => stack.extend(map.values().map(|i| (i, d + 1))),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// Carries the system fields of `old` into `new` and keeps the part the write may not touch.

@@ -82,6 +82,10 @@ pub fn router(
         .route("/api/{*rest}", any(handle))
         .route("/apis", any(handle))
         .route("/apis/{*rest}", any(handle))
+        // Room for one object at the limit (and some), so oversized bodies get our 413.
+        .layer(axum::extract::DefaultBodyLimit::max(
+            2 * objects::MAX_OBJECT_BYTES + 64 * 1024,
+        ))
         .with_state(state)
 }
 
@@ -293,9 +297,23 @@ async fn handle(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    Query(mut params): Query<Params>,
-    body: Bytes,
+    query: Result<Query<Params>, axum::extract::rejection::QueryRejection>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
+    let mut params = match query {
+        Ok(Query(params)) => params,
+        Err(e) => return error_response(&ApiError::bad_request(format!("invalid query: {e}"))),
+    };
+    let body = match body {
+        Ok(body) => body,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return error_response(&ApiError::too_large(format!(
+                "Request entity too large: limit is {}",
+                objects::MAX_OBJECT_BYTES
+            )));
+        }
+        Err(e) => return error_response(&ApiError::bad_request(format!("invalid body: {e}"))),
+    };
     let start = Instant::now();
     if param(&params, "fieldManager").is_empty() {
         // As Kubernetes: without a fieldManager, writes are recorded under the client's
@@ -318,7 +336,11 @@ async fn handle(
     let verb = verb_of(&method, &target, watching);
     let resource = match &target {
         Target::Collection { info, .. } | Target::Object { info, .. } => info.plural.to_string(),
-        Target::Sub { info, sub, .. } => format!("{}/{sub}", info.plural),
+        // Only known subresources become label values: a client must not grow the metrics.
+        Target::Sub { info, sub, .. } if info.has_subresource(sub) => {
+            format!("{}/{sub}", info.plural)
+        }
+        Target::Sub { info, .. } => format!("{}/unknown", info.plural),
         Target::Bindings { .. } => "bindings".to_string(),
     };
     let response = match dispatch(&state, &method, target, &headers, &params, body, watching).await
@@ -400,10 +422,17 @@ fn delete_options(params: &Params, body: &[u8]) -> Result<DeleteOptions, ApiErro
         propagation = "Orphan".into();
     }
     let pre = &from_body["preconditions"];
-    let dry_run = param(params, "dryRun") == "All"
-        || from_body["dryRun"]
+    let dry_run = match param(params, "dryRun") {
+        "" => from_body["dryRun"]
             .as_array()
-            .is_some_and(|a| a.iter().any(|v| v == "All"));
+            .is_some_and(|a| a.iter().any(|v| v == "All")),
+        "All" => true,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "unsupported dryRun value {other:?}: supported values: \"All\""
+            )));
+        }
+    };
     Ok(DeleteOptions {
         uid: pre["uid"].as_str().map(str::to_string),
         resource_version: pre["resourceVersion"].as_str().map(str::to_string),
@@ -440,7 +469,7 @@ fn json_body(headers: &HeaderMap, body: Bytes) -> Result<Bytes, ApiError> {
         .and_then(|c| c.to_str().ok())
         .unwrap_or_default();
     if ct.starts_with("application/yaml") {
-        let value: Value = serde_norway::from_slice(&body)
+        let value = crate::yaml::to_json(&body)
             .map_err(|e| ApiError::bad_request(format!("unable to decode YAML body: {e}")))?;
         return Ok(Bytes::from(serde_json::to_vec(&value).unwrap_or_default()));
     }
@@ -496,6 +525,14 @@ async fn dispatch(
     let objects = &state.objects;
     let table = wants_table(headers, params);
     match target {
+        Target::Collection { info, ns }
+            if info.namespaced
+                && ns.is_empty()
+                && matches!(*method, Method::POST | Method::DELETE) =>
+        {
+            // As upstream: namespaced objects are created and deleted inside a namespace.
+            Err(method_not_allowed(method))
+        }
         Target::Collection { info, ns } => match *method {
             Method::GET if watching => watch(state, info, &ns, params, table).await,
             Method::GET => {

@@ -17,6 +17,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+/// Open client connections at most; further clients wait to be accepted.
+const MAX_CONNECTIONS: usize = 8_192;
+
 /// Namespaces every cluster has from its first start.
 pub const SYSTEM_NAMESPACES: [&str; 4] =
     ["default", "kube-system", "kube-public", "kube-node-lease"];
@@ -225,7 +228,11 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         }
         None => None,
     };
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(&material)?);
+    // Beyond loopback, only holders of a certificate from the cluster CA get in, until
+    // authentication and RBAC land.
+    let require_client_cert = !options.bind_address.is_loopback();
+    let acceptor =
+        tokio_rustls::TlsAcceptor::from(tls::server_config(&material, require_client_cert)?);
     let grpc = GrpcService::new(objects.clone(), metrics.clone(), shutdown_rx.clone());
     let rest = crate::rest::router(
         objects.clone(),
@@ -268,9 +275,24 @@ async fn serve_tls(
     use hyper_util::rt::{TokioExecutor, TokioIo};
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    // Daemons multiplex many watches over one connection.
-    builder.http2().max_concurrent_streams(1_000);
+    // A client that stops mid-headers is dropped; idle HTTP/2 peers are pinged.
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30));
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        // Daemons multiplex many watches over one connection.
+        .max_concurrent_streams(1_000)
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20));
+    // Bounded connections: past the cap, accepting waits instead of growing without bound.
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
@@ -288,6 +310,7 @@ async fn serve_tls(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
+            let _slot = slot;
             let tls =
                 match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => tls,

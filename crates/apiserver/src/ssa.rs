@@ -30,12 +30,15 @@ pub enum Step {
 pub type Path = Vec<Step>;
 
 /// Keys that identify items of object lists, in order of preference.
+/// Kubernetes' merge keys that share a list with a `name` field (container and service
+/// ports, volume mounts and devices) come first, so adding a `name` to such items does not
+/// change how they are identified.
 const ITEM_KEYS: [&str; 9] = [
-    "name",
     "containerPort",
     "port",
     "mountPath",
     "devicePath",
+    "name",
     "ip",
     "type",
     "uid",

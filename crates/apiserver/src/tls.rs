@@ -103,6 +103,14 @@ fn write(path: &Path, contents: &str, secret: bool) -> Result<(), TlsError> {
         .mode(if secret { 0o600 } else { 0o644 })
         .open(path)
         .map_err(io)?;
+    // `mode` applies only to new files; an existing one gets the mode it should have too.
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(std::fs::Permissions::from_mode(if secret {
+        0o600
+    } else {
+        0o644
+    }))
+    .map_err(io)?;
     file.write_all(contents.as_bytes()).map_err(io)?;
     file.sync_all().map_err(io)
 }
@@ -230,7 +238,9 @@ pub fn load_or_create(
         material.ca_pem = material.server_cert_pem.clone();
     }
     if let Some(ca) = &options.client_ca_file {
-        material.client_ca_pem = read(ca)?;
+        // Added to the cluster CA, not instead of it: the admin kubeconfig's certificate
+        // must keep working.
+        material.client_ca_pem = format!("{}\n{}", material.client_ca_pem.trim_end(), read(ca)?);
     }
     Ok(material)
 }
@@ -252,9 +262,13 @@ fn certs(pem: &str, what: &str) -> Result<Vec<CertificateDer<'static>>, TlsError
 }
 
 /// The rustls server configuration: HTTP/2 and HTTP/1.1 by ALPN; client certificates
-/// signed by the client CA are verified when presented (authentication comes later, so
-/// clients without one are let in too).
-pub fn server_config(material: &TlsMaterial) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+/// signed by the client CA are verified when presented. With `require_client_cert` a client
+/// must present one (the apiserver requires it when it listens beyond loopback, until
+/// authentication and authorization land); otherwise clients without one are let in too.
+pub fn server_config(
+    material: &TlsMaterial,
+    require_client_cert: bool,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let chain = certs(&material.server_cert_pem, "serving certificate")?;
     let key = PrivateKeyDer::from_pem_slice(material.server_key_pem.as_bytes()).map_err(|e| {
@@ -267,13 +281,18 @@ pub fn server_config(material: &TlsMaterial) -> Result<Arc<rustls::ServerConfig>
     for cert in certs(&material.client_ca_pem, "client CA")? {
         roots.add(cert)?;
     }
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+    let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(
         Arc::new(roots),
         provider.clone(),
-    )
-    .allow_unauthenticated()
-    .build()
-    .map_err(|e| rustls::Error::General(e.to_string()))?;
+    );
+    let builder = if require_client_cert {
+        builder
+    } else {
+        builder.allow_unauthenticated()
+    };
+    let verifier = builder
+        .build()
+        .map_err(|e| rustls::Error::General(e.to_string()))?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)

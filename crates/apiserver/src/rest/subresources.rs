@@ -6,7 +6,7 @@ use super::{
     Params, RestState, flag, json_body, json_bytes, json_ok, method_not_allowed, object_response,
     patch_kind, success_status, wants_table, write_options,
 };
-use crate::objects::{DeleteOptions, Part, PatchKind, WriteOptions, Written};
+use crate::objects::{DeleteOptions, Part, PatchKind, Written};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
@@ -184,11 +184,13 @@ pub(super) async fn dispatch(
                     .as_str()
                     .unwrap_or_default()
                     .to_string(),
-                dry_run: opts["dryRun"]
-                    .as_array()
-                    .is_some_and(|a| a.iter().any(|v| v == "All")),
+                dry_run: write_options(params)?.dry_run
+                    || opts["dryRun"]
+                        .as_array()
+                        .is_some_and(|a| a.iter().any(|v| v == "All")),
             };
-            // PodDisruptionBudgets are honoured once their controller keeps them current.
+            // PodDisruptionBudgets are not consulted yet (a later issue: the disruption
+            // controller keeps their status, eviction then refuses with 429).
             objects.delete(info, ns, name, &delete).await?;
             Ok(json_bytes(
                 StatusCode::CREATED,
@@ -211,7 +213,7 @@ pub(super) async fn dispatch(
                     PatchKind::Merge,
                     &serde_json::to_vec(&patch).unwrap_or_default(),
                     Part::Main,
-                    &WriteOptions::default(),
+                    &write_options(params)?,
                 )
                 .await?;
             Ok(object_response(StatusCode::OK, written, None, info))

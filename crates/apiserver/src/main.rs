@@ -67,6 +67,10 @@ struct Args {
     /// CA whose client certificates are accepted; by default the cluster CA.
     #[arg(long, env = "RKUBE_CLIENT_CA_FILE")]
     client_ca_file: Option<PathBuf>,
+    /// Lists with at most this many objects are answered whole, ignoring `limit` (as the
+    /// API allows); 0 always honours `limit`.
+    #[arg(long, env = "RKUBE_UNPAGED_LIST_MAX", default_value_t = rkube_apiserver::objects::DEFAULT_UNPAGED_LIST_MAX)]
+    unpaged_list_max: usize,
     /// Revisions of change log each compaction keeps.
     #[arg(long, env = "RKUBE_COMPACTION_RETAIN", default_value_t = 10_000)]
     compaction_retain: u64,
@@ -105,6 +109,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         bookmark_interval: Duration::from_secs(args.bookmark_interval),
         compaction_interval: Duration::from_secs(args.compaction_interval),
         compaction_retain: args.compaction_retain,
+        unpaged_list_max: args.unpaged_list_max,
         tls: rkube_apiserver::tls::TlsOptions {
             cert_file: args.tls_cert_file.clone(),
             key_file: args.tls_private_key_file.clone(),

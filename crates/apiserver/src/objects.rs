@@ -20,6 +20,11 @@ use std::time::Duration;
 /// Objects larger than this are refused with 413 (etcd's limit, which Kubernetes inherits).
 pub const MAX_OBJECT_BYTES: usize = rkube_rpc::MAX_OBJECT_BYTES;
 
+/// Lists with at most this many objects are answered in one response whatever `limit` asks:
+/// `kubectl get` pages by 500, and its client-side rate limit (5 requests/s after a burst of
+/// 10) then spends seconds waiting between pages of a 10,000-object list.
+pub const DEFAULT_UNPAGED_LIST_MAX: usize = 20_000;
+
 /// How long a read waits for the watch caches to reach the revision it must reflect.
 const CACHE_WAIT: Duration = Duration::from_secs(5);
 
@@ -154,12 +159,47 @@ pub fn resolve(
 pub struct Objects {
     store: Arc<dyn Store>,
     caches: Arc<Caches>,
+    unpaged_list_max: usize,
 }
 
 impl Objects {
     /// Verbs over `store`, reading through `caches`.
     pub fn new(store: Arc<dyn Store>, caches: Arc<Caches>) -> Self {
-        Objects { store, caches }
+        Objects {
+            store,
+            caches,
+            unpaged_list_max: DEFAULT_UNPAGED_LIST_MAX,
+        }
+    }
+
+    /// Lists of at most `max` objects are answered whole even when a `limit` asks for
+    /// pages (see [`DEFAULT_UNPAGED_LIST_MAX`]); 0 always pages.
+    pub fn with_unpaged_list_max(mut self, max: usize) -> Self {
+        self.unpaged_list_max = max;
+        self
+    }
+
+    /// The first page of a list: the whole selection when it has at most
+    /// `unpaged_list_max` objects, which the API allows ("servers may choose not to support
+    /// the limit argument and will return all of the available results") and which makes
+    /// the list one consistent snapshot; otherwise pages of `limit`.
+    fn first_page(
+        &self,
+        cache: &crate::watch_cache::WatchCache,
+        filter: &crate::watch_cache::Filter,
+        limit: usize,
+    ) -> ListPage {
+        if limit == 0 {
+            return cache.list(filter, 0, None, &self.caches.revision);
+        }
+        let mut page = cache.list(filter, 0, None, &self.caches.revision);
+        if page.items.len() <= self.unpaged_list_max.max(limit) {
+            return page;
+        }
+        page.remaining = page.items.len() - limit;
+        page.items.truncate(limit);
+        page.continue_after = page.items.last().map(|o| o.key.clone());
+        page
     }
 
     /// The store.
@@ -225,7 +265,7 @@ impl Objects {
             rv => {
                 let rv = parse_revision(rv)?;
                 self.wait_for_cache(rv).await?;
-                let page = cache.list(&filter, limit, None, &self.caches.revision);
+                let page = self.first_page(cache, &filter, limit);
                 if exact && page.revision != rv {
                     return Err(ApiError::expired(format!(
                         "resourceVersion {rv} is not available for an exact list; the current resourceVersion is {}",
@@ -235,7 +275,7 @@ impl Objects {
                 return Ok(page);
             }
         }
-        Ok(cache.list(&filter, limit, None, &self.caches.revision))
+        Ok(self.first_page(cache, &filter, limit))
     }
 
     /// Registers a watch on the watch cache.

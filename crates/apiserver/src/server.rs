@@ -47,6 +47,8 @@ pub struct Options {
     pub shutdown_grace: Duration,
     /// Certificates: generated under the data dir unless files are given.
     pub tls: TlsOptions,
+    /// Lists of at most this many objects ignore `limit` and come whole (0: always page).
+    pub unpaged_list_max: usize,
 }
 
 impl Default for Options {
@@ -62,6 +64,7 @@ impl Default for Options {
             compaction_retain: 10_000,
             shutdown_grace: Duration::from_secs(10),
             tls: TlsOptions::default(),
+            unpaged_list_max: crate::objects::DEFAULT_UNPAGED_LIST_MAX,
         }
     }
 }
@@ -205,7 +208,7 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
             options.compaction_retain,
         )),
     ];
-    let objects = Objects::new(store, caches);
+    let objects = Objects::new(store, caches).with_unpaged_list_max(options.unpaged_list_max);
     bootstrap(&objects).await?;
 
     let addr = SocketAddr::new(options.bind_address, options.port);

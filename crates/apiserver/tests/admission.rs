@@ -276,7 +276,12 @@ async fn delete_is_graceful_for_running_pods_and_objects_with_finalizers() {
 
 #[tokio::test]
 async fn list_selects_and_pages() {
-    let server = TestApiserver::start().await;
+    // Paging proper: small lists would otherwise come whole (see the next test).
+    let options = rkube_testing::Options {
+        unpaged_list_max: 0,
+        ..Default::default()
+    };
+    let server = TestApiserver::start_with(options, false).await;
     let mut cms = Api::new(&server, "", "configmaps", "default").await;
     for i in 0..7 {
         let tier = if i % 2 == 0 { "even" } else { "odd" };
@@ -462,5 +467,35 @@ async fn patches_cannot_grow_an_object_past_the_limit() {
         now["metadata"]["resourceVersion"], rv,
         "refused patches changed nothing"
     );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn small_lists_come_whole_whatever_the_limit() {
+    let server = TestApiserver::start().await;
+    let mut cms = Api::new(&server, "", "configmaps", "default").await;
+    for i in 0..7 {
+        cms.create(
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("c{i}")}}),
+        )
+        .await
+        .expect("create");
+    }
+    let page = cms
+        .list(v1::ListOptions {
+            limit: 3,
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(
+        page.items.len(),
+        7,
+        "a list under the unpaged maximum ignores limit"
+    );
+    assert!(
+        page.continue_token.is_empty(),
+        "and says there is nothing more"
+    );
+    assert_eq!(page.remaining_item_count, None);
     server.shutdown().await;
 }

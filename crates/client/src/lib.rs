@@ -10,6 +10,8 @@
 //!   two workers.
 //! - [`Controller`]: workers running a level-triggered `reconcile(key)` over a work queue,
 //!   with graceful shutdown.
+//! - [`LeaderElector`]: leader election over a `coordination.k8s.io/v1` Lease.
+//! - [`Recorder`]: writes core/v1 Events about objects, aggregating repeats.
 //!
 //! ```no_run
 //! use futures::StreamExt;
@@ -40,6 +42,8 @@ pub mod client;
 pub mod config;
 pub mod controller;
 pub mod error;
+pub mod events;
+pub mod leader;
 pub mod object_ref;
 pub mod params;
 pub mod reflector;
@@ -53,6 +57,8 @@ pub use client::Client;
 pub use config::ClientConfig;
 pub use controller::{Action, Controller};
 pub use error::{Error, Result};
+pub use events::{EventType, Recorder, object_reference};
+pub use leader::{LeaderElectionConfig, LeaderElector};
 pub use object_ref::ObjectRef;
 pub use params::{
     DeleteParams, ListParams, Patch, PostParams, PropagationPolicy, VersionMatch, WatchParams,

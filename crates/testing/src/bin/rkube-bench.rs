@@ -402,7 +402,7 @@ async fn rest(binary: &Path, seconds: u64) -> Result<()> {
         ms(median(full))
     );
     println!(
-        "| server: Table list in pages of 500, as kubectl asks | {} |\n",
+        "| server: Table list with limit=500 (and continue), as kubectl asks | {} |\n",
         ms(median(paged))
     );
     server.terminate().await?;

@@ -326,6 +326,24 @@ async fn handle(
             .unwrap_or("unknown");
         params.insert("fieldManager".into(), agent.chars().take(128).collect());
     }
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .unwrap_or_default();
+    if matches!(uri.path().trim_end_matches('/'), "/api" | "/apis")
+        && discovery::wants_aggregated(accept)
+    {
+        let doc = discovery::aggregated(uri.path().trim_end_matches('/') == "/api");
+        return (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(discovery::AGGREGATED_CONTENT_TYPE),
+            )],
+            serde_json::to_vec(&doc).unwrap_or_default(),
+        )
+            .into_response();
+    }
     let target = match route(uri.path()) {
         Ok(Ok(target)) => target,
         Ok(Err(Value::Null)) => return json_ok(&discovery::api_versions(&state.server_address)),

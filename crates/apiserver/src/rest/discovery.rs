@@ -1,6 +1,7 @@
 //! Discovery: `/version`, `/api`, `/apis`, `/api/v1`, `/apis/{group}` and
-//! `/apis/{group}/{version}`, built from the resource registry. Aggregated discovery is not
-//! served: kubectl asks for it, gets plain `application/json`, and falls back to these.
+//! `/apis/{group}/{version}`, built from the resource registry, and aggregated discovery
+//! (`apidiscovery.k8s.io/v2` `APIGroupDiscoveryList`) on `/api` and `/apis` for clients that
+//! ask for it, as kubectl does: one request instead of one per group version.
 
 use rkube_types::{ResourceInfo, registry};
 use serde_json::{Value, json};
@@ -156,9 +157,138 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     }))
 }
 
+/// The media type of aggregated discovery documents.
+pub const AGGREGATED_CONTENT_TYPE: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+/// Whether an Accept header asks for aggregated discovery (v2).
+pub fn wants_aggregated(accept: &str) -> bool {
+    accept.split(',').any(|part| {
+        let params: Vec<&str> = part.split(';').map(str::trim).collect();
+        params.contains(&"g=apidiscovery.k8s.io")
+            && params.contains(&"v=v2")
+            && params.contains(&"as=APIGroupDiscoveryList")
+    })
+}
+
+/// The aggregated discovery document of the core group (`core = true`, served on `/api`)
+/// or of every other group (served on `/apis`).
+pub fn aggregated(core: bool) -> Value {
+    let mut groups: BTreeMap<&str, BTreeMap<&str, Vec<Value>>> = BTreeMap::new();
+    for info in registry::all()
+        .iter()
+        .filter(|i| i.group.is_empty() == core)
+    {
+        let subresources: Vec<Value> = info
+            .subresources
+            .iter()
+            .filter_map(|s| subresource(info, s))
+            .map(|entry| {
+                let kind = entry["kind"].clone();
+                let group = entry
+                    .get("group")
+                    .cloned()
+                    .unwrap_or_else(|| info.group.into());
+                let version = entry
+                    .get("version")
+                    .cloned()
+                    .unwrap_or_else(|| info.version.into());
+                let name = entry["name"].as_str().unwrap_or_default();
+                json!({
+                    "subresource": name.split_once('/').map(|(_, s)| s).unwrap_or(name),
+                    "responseKind": {"group": group, "version": version, "kind": kind},
+                    "verbs": entry["verbs"].clone(),
+                })
+            })
+            .collect();
+        let mut resource = json!({
+            "resource": info.plural,
+            "responseKind": {"group": info.group, "version": info.version, "kind": info.kind},
+            "scope": if info.namespaced { "Namespaced" } else { "Cluster" },
+            "singularResource": info.singular,
+            "verbs": ALL_VERBS,
+        });
+        if !info.short_names.is_empty() {
+            resource["shortNames"] = json!(info.short_names);
+        }
+        if !info.categories.is_empty() {
+            resource["categories"] = json!(info.categories);
+        }
+        if !subresources.is_empty() {
+            resource["subresources"] = Value::Array(subresources);
+        }
+        groups
+            .entry(info.group)
+            .or_default()
+            .entry(info.version)
+            .or_default()
+            .push(resource);
+    }
+    if core && let Some(v1) = groups.get_mut("").and_then(|g| g.get_mut("v1")) {
+        v1.push(json!({
+            "resource": "bindings",
+            "responseKind": {"group": "", "version": "v1", "kind": "Binding"},
+            "scope": "Namespaced",
+            "singularResource": "binding",
+            "verbs": ["create"],
+        }));
+    }
+    let items: Vec<Value> = groups
+        .into_iter()
+        .map(|(group, versions)| {
+            let versions: Vec<Value> = versions
+                .into_iter()
+                .map(|(version, resources)| {
+                    json!({"version": version, "resources": resources, "freshness": "Current"})
+                })
+                .collect();
+            json!({"metadata": {"name": group}, "versions": versions})
+        })
+        .collect();
+    json!({
+        "kind": "APIGroupDiscoveryList",
+        "apiVersion": "apidiscovery.k8s.io/v2",
+        "metadata": {},
+        "items": items,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aggregated_discovery_lists_groups_and_subresources() {
+        assert!(wants_aggregated(
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
+        ));
+        assert!(!wants_aggregated("application/json, */*"));
+        let core = aggregated(true);
+        assert_eq!(core["items"][0]["metadata"]["name"], "");
+        let pods = core["items"][0]["versions"][0]["resources"]
+            .as_array()
+            .expect("resources")
+            .iter()
+            .find(|r| r["resource"] == "pods")
+            .expect("pods")
+            .clone();
+        assert_eq!(pods["scope"], "Namespaced");
+        assert!(
+            pods["subresources"]
+                .as_array()
+                .expect("subresources")
+                .iter()
+                .any(|s| s["subresource"] == "status")
+        );
+        let groups = aggregated(false);
+        assert!(
+            groups["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .any(|g| g["metadata"]["name"] == "apps")
+        );
+    }
 
     #[test]
     fn core_discovery_lists_pods_with_subresources() {

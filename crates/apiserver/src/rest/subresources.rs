@@ -133,17 +133,7 @@ pub(super) async fn dispatch(
                 ));
             }
             let patch = json!({"spec": {"replicas": replicas}});
-            let written = objects
-                .patch(
-                    info,
-                    ns,
-                    name,
-                    PatchKind::Merge,
-                    &serde_json::to_vec(&patch).unwrap_or_default(),
-                    Part::Main,
-                    &write_options(params)?,
-                )
-                .await?;
+            let written = merge_patch(state, info, ns, name, &patch, params).await?;
             Ok(json_ok(&scale_of(info, &parse(&written.object)?)))
         }
         ("binding", "POST") => {
@@ -205,17 +195,7 @@ pub(super) async fn dispatch(
             let body: Value = serde_json::from_slice(&json_body(headers, body)?)
                 .map_err(|e| ApiError::bad_request(format!("unable to decode Namespace: {e}")))?;
             let patch = json!({"spec": {"finalizers": body["spec"]["finalizers"].clone()}});
-            let written = objects
-                .patch(
-                    info,
-                    ns,
-                    name,
-                    PatchKind::Merge,
-                    &serde_json::to_vec(&patch).unwrap_or_default(),
-                    Part::Main,
-                    &write_options(params)?,
-                )
-                .await?;
+            let written = merge_patch(state, info, ns, name, &patch, params).await?;
             Ok(object_response(StatusCode::OK, written, None, info))
         }
         (_, "GET" | "PUT" | "PATCH" | "POST") => Err(ApiError::new(
@@ -227,6 +207,30 @@ pub(super) async fn dispatch(
         )),
         _ => Err(method_not_allowed(method)),
     }
+}
+
+/// A merge patch of the main resource on behalf of a subresource write.
+async fn merge_patch(
+    state: &RestState,
+    info: &ResourceInfo,
+    ns: &str,
+    name: &str,
+    patch: &Value,
+    params: &Params,
+) -> Result<Written, ApiError> {
+    let body = serde_json::to_vec(patch).unwrap_or_default();
+    state
+        .objects
+        .patch(
+            info,
+            ns,
+            name,
+            PatchKind::Merge,
+            &body,
+            Part::Main,
+            &write_options(params)?,
+        )
+        .await
 }
 
 fn parse(bytes: &[u8]) -> Result<Value, ApiError> {

@@ -530,6 +530,22 @@ fn object_response(
     response
 }
 
+/// A GET of one object (or of its status), as JSON or as a one-row Table.
+async fn read_response(
+    state: &RestState,
+    info: &ResourceInfo,
+    ns: &str,
+    name: &str,
+    table: Option<IncludeObject>,
+) -> Result<Response, ApiError> {
+    let object = state.objects.get(info, ns, name).await?;
+    let written = Written {
+        object,
+        warnings: Vec::new(),
+    };
+    Ok(object_response(StatusCode::OK, written, table, info))
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn dispatch(
     state: &RestState,
@@ -623,18 +639,7 @@ async fn dispatch(
             _ => Err(method_not_allowed(method)),
         },
         Target::Object { info, ns, name } => match *method {
-            Method::GET => {
-                let object = objects.get(info, &ns, &name).await?;
-                Ok(object_response(
-                    StatusCode::OK,
-                    Written {
-                        object,
-                        warnings: Vec::new(),
-                    },
-                    table,
-                    info,
-                ))
-            }
+            Method::GET => read_response(state, info, &ns, &name, table).await,
             Method::PUT => {
                 let body = json_body(headers, body)?;
                 let written = objects

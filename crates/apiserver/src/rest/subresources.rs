@@ -4,7 +4,7 @@
 
 use super::{
     Params, RestState, flag, json_body, json_bytes, json_ok, method_not_allowed, object_response,
-    patch_kind, success_status, wants_table, write_options,
+    patch_kind, read_response, success_status, wants_table, write_options,
 };
 use crate::objects::{DeleteOptions, Part, PatchKind, Written};
 use axum::http::{HeaderMap, Method, StatusCode};
@@ -37,18 +37,7 @@ pub(super) async fn dispatch(
     let objects = &state.objects;
     let table = wants_table(headers, params);
     match (sub, method.as_str()) {
-        ("status", "GET") => {
-            let object = objects.get(info, ns, name).await?;
-            Ok(object_response(
-                StatusCode::OK,
-                Written {
-                    object,
-                    warnings: Vec::new(),
-                },
-                table,
-                info,
-            ))
-        }
+        ("status", "GET") => read_response(state, info, ns, name, table).await,
         ("status", "PUT") => {
             let body = json_body(headers, body)?;
             let written = objects

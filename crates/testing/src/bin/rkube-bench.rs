@@ -112,13 +112,7 @@ async fn create_run(
             anyhow::Ok(lat)
         }));
     }
-    let started = Instant::now();
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await??);
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    all.sort_unstable();
+    let (all, elapsed) = gather(tasks).await?;
     let (_, metrics) = rkube_testing::https_get(server.addr, &server.ca_pem()?, "/metrics").await?;
     let flushes =
         rkube_testing::metric_value(&metrics, "rkube_apiserver_store_flushes").unwrap_or(0.0);
@@ -131,6 +125,21 @@ async fn create_run(
         percentile(&all, 0.99),
         writes / flushes.max(1.0),
     ))
+}
+
+type LatencyTask = tokio::task::JoinHandle<Result<Vec<Duration>>>;
+
+/// Waits for the load tasks: every latency, sorted, and the seconds the wait took (the
+/// tasks run until a shared deadline, so this is the run's length).
+async fn gather(tasks: Vec<LatencyTask>) -> Result<(Vec<Duration>, f64)> {
+    let started = Instant::now();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort_unstable();
+    Ok((all, elapsed))
 }
 
 fn median_f64(mut v: Vec<f64>) -> f64 {
@@ -436,13 +445,7 @@ async fn rest(binary: &Path, seconds: u64) -> Result<()> {
             anyhow::Ok(lat)
         }));
     }
-    let started = Instant::now();
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await??);
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    all.sort_unstable();
+    let (all, elapsed) = gather(tasks).await?;
     println!("## REST creates (HTTPS/1.1 keep-alive), {clients} clients, {seconds} s\n");
     println!("| creates/s | p50 | p99 |\n|---|---|---|");
     println!(

@@ -190,7 +190,18 @@ impl rkube_rpc::Resources for GrpcService {
                 // Daemons send typed objects; unknown fields are dropped quietly.
                 field_validation: FieldValidation::Ignore,
             };
-            self.objects.create(info, &ns, &req.object, &opts).await
+            match req.subresource.as_str() {
+                "" => self.objects.create(info, &ns, &req.object, &opts).await,
+                "binding" if info.group.is_empty() && info.plural == "pods" => {
+                    let (name, node) = binding_target(&req.object)?;
+                    self.objects.bind(&ns, &name, &node, &opts).await
+                }
+                other => Err(ApiError::not_found(
+                    info.group,
+                    &format!("{}/{other}", info.plural),
+                    "",
+                )),
+            }
         }
         .await;
         self.observe(
@@ -329,4 +340,23 @@ impl GrpcService {
         self.observe(verb, &resource_name(req.resource.as_ref()), start, &result);
         written(result)
     }
+}
+
+/// The pod name and the node of a v1 `Binding` body; 422 without a target.
+fn binding_target(body: &[u8]) -> Result<(String, String), ApiError> {
+    let binding: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("unable to decode Binding: {e}")))?;
+    let name = binding["metadata"]["name"].as_str().unwrap_or_default();
+    let node = binding["target"]["name"].as_str().unwrap_or_default();
+    let mut causes = Vec::new();
+    if name.is_empty() {
+        causes.push(rkube_types::StatusCause::required("metadata.name"));
+    }
+    if node.is_empty() {
+        causes.push(rkube_types::StatusCause::required("target.name"));
+    }
+    if !causes.is_empty() {
+        return Err(ApiError::invalid("", "Binding", "bindings", name, causes));
+    }
+    Ok((name.to_string(), node.to_string()))
 }

@@ -218,6 +218,26 @@ where
             object: encode(obj)?,
             dry_run: params.dry_run,
             field_manager: params.field_manager.clone().unwrap_or_default(),
+            subresource: String::new(),
+        };
+        let resp = self.client.rpc().create(req).await?;
+        decode(&resp.into_inner().object)
+    }
+
+    /// Binds the pod `name` to `node` through the `binding` subresource (what a scheduler
+    /// does); fails with Conflict if the pod is already bound or being deleted.
+    pub async fn bind(&self, name: &str, node: &str) -> Result<K> {
+        let binding = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {"name": name},
+            "target": {"kind": "Node", "name": node},
+        });
+        let req = v1::CreateRequest {
+            resource: Some(self.resource.clone()),
+            object: encode(&binding)?,
+            subresource: "binding".to_string(),
+            ..Default::default()
         };
         let resp = self.client.rpc().create(req).await?;
         decode(&resp.into_inner().object)

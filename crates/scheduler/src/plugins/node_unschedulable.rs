@@ -1,0 +1,22 @@
+//! Filter: cordoned nodes (`spec.unschedulable`) take only pods tolerating the `node.kubernetes.io/unschedulable:NoSchedule` taint.
+
+use std::sync::Arc;
+
+use crate::framework::Plugin;
+
+/// The plugin's name in configuration.
+pub const NAME: &str = "NodeUnschedulable";
+
+/// Placeholder until the plugin is written.
+struct Stub(&'static str);
+
+impl Plugin for Stub {
+    fn name(&self) -> &'static str {
+        self.0
+    }
+}
+
+/// Builds the plugin from its args.
+pub fn new(_args: Option<&serde_json::Value>) -> Result<Arc<dyn Plugin>, String> {
+    Ok(Arc::new(Stub(NAME)))
+}

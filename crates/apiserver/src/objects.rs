@@ -350,6 +350,7 @@ impl Objects {
         defaults::apply(info.group, info.kind, &mut obj);
         if info.group.is_empty() && info.kind == "Pod" {
             obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(&obj)});
+            self.admit_priority(&name, &mut obj).await?;
         }
         let (mut obj, warnings) = prune_unknown(info, &name, obj, opts.field_validation)?;
         if obj["metadata"]["managedFields"].is_null() {
@@ -898,6 +899,71 @@ impl Objects {
                 ),
             ))
         }
+    }
+
+    /// The Priority admission plugin: resolves `spec.priorityClassName` (or the global
+    /// default class) into `spec.priority` and `spec.preemptionPolicy`, as Kubernetes does.
+    async fn admit_priority(&self, name: &str, pod: &mut Value) -> Result<(), ApiError> {
+        let pc_info = registry::lookup("scheduling.k8s.io", "v1", "priorityclasses")
+            .ok_or_else(|| ApiError::internal("priorityclasses missing from the registry"))?;
+        let forbidden = |message: String| {
+            ApiError::new(
+                Reason::Forbidden,
+                format!("pods {name:?} is forbidden: {message}"),
+            )
+            .with_details("", "pods", name)
+        };
+        let class_name = str_of(pod["spec"].get("priorityClassName")).to_string();
+        let class: Option<Value> = if class_name.is_empty() {
+            // The global default: the smallest value among classes marked globalDefault.
+            self.caches.cache(pc_info).and_then(|cache| {
+                let page = cache.list(
+                    &crate::watch_cache::Filter::default(),
+                    0,
+                    None,
+                    &self.caches.revision,
+                );
+                page.items
+                    .iter()
+                    .filter_map(|o| serde_json::from_slice::<Value>(&o.json).ok())
+                    .filter(|c| c["globalDefault"] == true)
+                    .min_by_key(|c| c["value"].as_i64().unwrap_or(0))
+            })
+        } else {
+            match self.store.get(&pc_info.storage_key("", &class_name)).await {
+                Ok(Some(rec)) => Some(serde_json::from_slice(&rec.value).unwrap_or_default()),
+                Ok(None) => {
+                    return Err(forbidden(format!(
+                        "no PriorityClass with name {class_name} was found"
+                    )));
+                }
+                Err(e) => return Err(errors::from_store(pc_info, &class_name, e)),
+            }
+        };
+        let value = class
+            .as_ref()
+            .and_then(|c| c["value"].as_i64())
+            .unwrap_or(0);
+        let requested = pod["spec"]["priority"].as_i64();
+        if let Some(p) = requested.filter(|p| *p != value) {
+            return Err(forbidden(format!(
+                "the integer value of priority ({p}) must not be provided in pod spec; priority admission controller computed {value} from the given PriorityClass name"
+            )));
+        }
+        let Some(spec) = pod["spec"].as_object_mut() else {
+            return Ok(());
+        };
+        spec.insert("priority".into(), value.into());
+        if let Some(c) = &class {
+            if class_name.is_empty() {
+                spec.insert("priorityClassName".into(), c["metadata"]["name"].clone());
+            }
+            let policy = c["preemptionPolicy"]
+                .as_str()
+                .unwrap_or("PreemptLowerPriority");
+            spec.insert("preemptionPolicy".into(), policy.into());
+        }
+        Ok(())
     }
 
     async fn check_namespace(

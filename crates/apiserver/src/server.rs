@@ -384,7 +384,7 @@ fn router(
         .merge(grpc_routes)
 }
 
-/// Creates the system namespaces that do not exist yet.
+/// Creates the system namespaces and priority classes that do not exist yet.
 async fn bootstrap(objects: &Objects) -> Result<(), StartError> {
     let Some(info) = registry::lookup("", "v1", "namespaces") else {
         return Ok(());
@@ -401,6 +401,44 @@ async fn bootstrap(objects: &Objects) -> Result<(), StartError> {
             .await
         {
             Ok(_) => tracing::info!(namespace = name, "created system namespace"),
+            Err(e) if e.reason == Reason::AlreadyExists => {}
+            Err(source) => {
+                return Err(StartError::Bootstrap {
+                    name: name.to_string(),
+                    source,
+                });
+            }
+        }
+    }
+    // The two system priority classes Kubernetes creates at start.
+    let Some(info) = registry::lookup("scheduling.k8s.io", "v1", "priorityclasses") else {
+        return Ok(());
+    };
+    for (name, value, description) in [
+        (
+            "system-node-critical",
+            2_000_001_000,
+            "Used for system critical pods that must not be moved from their current node.",
+        ),
+        (
+            "system-cluster-critical",
+            2_000_000_000,
+            "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary.",
+        ),
+    ] {
+        let body = serde_json::json!({
+            "apiVersion": "scheduling.k8s.io/v1",
+            "kind": "PriorityClass",
+            "metadata": {"name": name},
+            "value": value,
+            "description": description,
+        });
+        let body = serde_json::to_vec(&body).unwrap_or_default();
+        match objects
+            .create(info, "", &body, &WriteOptions::default())
+            .await
+        {
+            Ok(_) => tracing::info!(priority_class = name, "created system priority class"),
             Err(e) if e.reason == Reason::AlreadyExists => {}
             Err(source) => {
                 return Err(StartError::Bootstrap {

@@ -163,8 +163,7 @@ impl AffinityTerm {
             Some(s) => Some(LabelSelector::from_api(s).map_err(|e| e.to_string())?),
             None => None,
         };
-        let mut namespaces: HashSet<String> =
-            term.namespaces.iter().flatten().cloned().collect();
+        let mut namespaces: HashSet<String> = term.namespaces.iter().flatten().cloned().collect();
         if namespaces.is_empty() && namespace_selector.is_none() {
             namespaces.insert(namespace.to_string());
         }

@@ -5,17 +5,17 @@ use std::sync::Arc;
 
 use crate::framework::Plugin;
 
-pub mod node_name;
-pub mod node_unschedulable;
-pub mod node_affinity;
-pub mod taint_toleration;
-pub mod node_ports;
-pub mod node_resources;
-pub mod inter_pod_affinity;
-pub mod pod_topology_spread;
-pub mod queue_sort;
 pub mod default_binder;
 pub mod default_preemption;
+pub mod inter_pod_affinity;
+pub mod node_affinity;
+pub mod node_name;
+pub mod node_ports;
+pub mod node_resources;
+pub mod node_unschedulable;
+pub mod pod_topology_spread;
+pub mod queue_sort;
+pub mod taint_toleration;
 
 /// Builds a plugin from its `pluginConfig` args (`None` when the configuration has none).
 pub type Factory = fn(Option<&serde_json::Value>) -> Result<Arc<dyn Plugin>, String>;

@@ -99,7 +99,12 @@ impl Profile {
 
     /// Runs every PreFilter plugin. A `Skip` marks the plugin's Filter as skipped; the first
     /// rejection or error is returned, naming its plugin.
-    pub fn run_pre_filter(&self, state: &mut CycleState, pod: &PodInfo, snapshot: &Snapshot) -> Status {
+    pub fn run_pre_filter(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        snapshot: &Snapshot,
+    ) -> Status {
         for p in &self.pre_filter {
             let Some(pf) = p.as_pre_filter() else {
                 continue;
@@ -257,7 +262,9 @@ impl Profile {
                 continue;
             };
             for (i, node) in nodes.iter().enumerate() {
-                scores[i] = s.score(state, pod, node).map_err(|e| e.with_plugin(p.name()))?;
+                scores[i] = s
+                    .score(state, pod, node)
+                    .map_err(|e| e.with_plugin(p.name()))?;
             }
             let status = s.normalize(state, pod, &mut scores);
             if !status.is_success() {

@@ -211,6 +211,11 @@ impl Snapshot {
         }
     }
 
+    /// The keys of every pod placed on a node.
+    pub fn pod_keys(&self) -> impl Iterator<Item = &String> {
+        self.pod_nodes.keys()
+    }
+
     /// The number of pods placed on nodes.
     pub fn pod_count(&self) -> usize {
         self.pod_nodes.len()
@@ -227,9 +232,15 @@ mod tests {
         let mut s = Snapshot::new();
         s.upsert_node(Arc::new(node("a").cpu("4").build()));
         s.upsert_node(Arc::new(node("b").cpu("4").build()));
-        s.add_pod(Arc::new(PodInfo::new(Arc::new(pod("p1").cpu("1").build()))), "a");
+        s.add_pod(
+            Arc::new(PodInfo::new(Arc::new(pod("p1").cpu("1").build()))),
+            "a",
+        );
         // Bound to a node the informer has not delivered yet.
-        s.add_pod(Arc::new(PodInfo::new(Arc::new(pod("p2").cpu("1").build()))), "c");
+        s.add_pod(
+            Arc::new(PodInfo::new(Arc::new(pod("p2").cpu("1").build()))),
+            "c",
+        );
         assert_eq!(s.get("a").map(|n| n.requested.milli_cpu), Some(1000));
         assert!(s.get("c").is_none());
 
@@ -238,7 +249,11 @@ mod tests {
 
         s.remove_node("a");
         assert_eq!(s.len(), 2);
-        assert_eq!(s.position("c"), Some(0), "the last node moved into the hole");
+        assert_eq!(
+            s.position("c"),
+            Some(0),
+            "the last node moved into the hole"
+        );
         assert_eq!(s.node_of("default/p1"), Some("a"));
         s.upsert_node(Arc::new(node("a").cpu("4").build()));
         assert_eq!(s.get("a").map(|n| n.requested.milli_cpu), Some(1000));
@@ -253,7 +268,10 @@ mod tests {
     fn replacing_a_node_keeps_its_pods() {
         let mut s = Snapshot::new();
         s.upsert_node(Arc::new(node("a").cpu("4").build()));
-        s.add_pod(Arc::new(PodInfo::new(Arc::new(pod("p").cpu("1").build()))), "a");
+        s.add_pod(
+            Arc::new(PodInfo::new(Arc::new(pod("p").cpu("1").build()))),
+            "a",
+        );
         s.upsert_node(Arc::new(node("a").cpu("8").label("zone", "z1").build()));
         let a = s.get("a").expect("node");
         assert_eq!(a.allocatable.milli_cpu, 8000);

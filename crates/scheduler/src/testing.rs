@@ -102,6 +102,9 @@ impl NodeBuilder {
     }
 }
 
+/// The image of the builders' containers.
+pub const IMAGE: &str = "docker.io/library/busybox:latest";
+
 /// Starts a pod named `name` in namespace `default` with one container and no requests.
 pub fn pod(name: &str) -> PodBuilder {
     PodBuilder {
@@ -115,6 +118,7 @@ pub fn pod(name: &str) -> PodBuilder {
             spec: Some(PodSpec {
                 containers: vec![Container {
                     name: "c0".to_string(),
+                    image: Some(IMAGE.to_string()),
                     ..Default::default()
                 }],
                 ..Default::default()
@@ -145,6 +149,7 @@ fn requests(pairs: &[(&str, &str)]) -> Option<ResourceRequirements> {
 fn container(name: String, pairs: &[(&str, &str)]) -> Container {
     Container {
         name,
+        image: Some(IMAGE.to_string()),
         resources: requests(pairs),
         ..Default::default()
     }
@@ -195,9 +200,10 @@ impl PodBuilder {
     /// Adds an app container requesting `cpu` and `memory` (empty: unset).
     pub fn container(mut self, cpu: &str, memory: &str) -> Self {
         let n = self.spec().containers.len();
-        self.spec()
-            .containers
-            .push(container(format!("c{n}"), &[("cpu", cpu), ("memory", memory)]));
+        self.spec().containers.push(container(
+            format!("c{n}"),
+            &[("cpu", cpu), ("memory", memory)],
+        ));
         self
     }
 
@@ -205,7 +211,10 @@ impl PodBuilder {
     pub fn init_container(mut self, cpu: &str, memory: &str) -> Self {
         let list = self.spec().init_containers.get_or_insert_with(Vec::new);
         let n = list.len();
-        list.push(container(format!("init{n}"), &[("cpu", cpu), ("memory", memory)]));
+        list.push(container(
+            format!("init{n}"),
+            &[("cpu", cpu), ("memory", memory)],
+        ));
         self
     }
 

@@ -196,13 +196,90 @@ impl ApiserverProcess {
 /// The `rkube-apiserver` binary built beside the running executable (tests and benches live
 /// in the same target directory).
 pub fn apiserver_binary() -> PathBuf {
+    sibling_binary("rkube-apiserver")
+}
+
+/// The binary `name` built beside the running executable.
+pub fn sibling_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let mut dir = exe.parent().expect("exe dir").to_path_buf();
     // Test binaries live in target/<profile>/deps.
     if dir.ends_with("deps") {
         dir.pop();
     }
-    dir.join("rkube-apiserver")
+    dir.join(name)
+}
+
+/// An `rkube-scheduler` process, killed when dropped.
+pub struct SchedulerProcess {
+    child: tokio::process::Child,
+    /// Where it serves `/healthz` and `/metrics`.
+    pub http_addr: std::net::SocketAddr,
+}
+
+impl SchedulerProcess {
+    /// Starts `binary` with `kubeconfig`, its HTTP endpoints on a free port, and `extra`
+    /// flags; returns once it serves them.
+    pub async fn spawn(binary: &Path, kubeconfig: &Path, extra: &[&str]) -> anyhow::Result<Self> {
+        let mut child = tokio::process::Command::new(binary)
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(["--bind-address", "127.0.0.1:0"])
+            .args(extra)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .map_err(|_| anyhow::anyhow!("scheduler did not report its address within 60s"))??
+            .ok_or_else(|| anyhow::anyhow!("scheduler exited before serving"))?;
+        let http_addr = line
+            .strip_prefix("serving health and metrics on ")
+            .ok_or_else(|| anyhow::anyhow!("unexpected first line {line:?}"))?
+            .parse()?;
+        Ok(SchedulerProcess { child, http_addr })
+    }
+
+    /// The body of `GET path` on its HTTP endpoint.
+    pub async fn http_get(&self, path: &str) -> anyhow::Result<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut conn = tokio::net::TcpStream::connect(self.http_addr).await?;
+        conn.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await?;
+        let mut response = String::new();
+        conn.read_to_string(&mut response).await?;
+        let (head, body) = response
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| anyhow::anyhow!("malformed response"))?;
+        if !head.starts_with("HTTP/1.1 200") {
+            anyhow::bail!("GET {path}: {head}");
+        }
+        Ok(body.to_string())
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub async fn kill(mut self) -> anyhow::Result<()> {
+        self.child.kill().await?;
+        Ok(())
+    }
+
+    /// Whether it is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
 }
 
 /// One keep-alive HTTPS/1.1 connection, for REST requests in tests and benchmarks.

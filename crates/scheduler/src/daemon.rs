@@ -1,0 +1,155 @@
+//! The daemon around the scheduling loop: the informers feeding it, the event writers, and
+//! the HTTP endpoints (`/healthz`, `/readyz`, `/metrics`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use rkube_client::watcher::{self, Event};
+use rkube_client::{Api, Client, Recorder, WatchStreamExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tracing::warn;
+
+use crate::events::EventSink;
+use crate::metrics::Metrics;
+use crate::profile::Profile;
+use crate::queue::{Less, SchedulingQueue};
+use crate::scheduler::{DEFAULT_SCHEDULER_NAME, Scheduler, Update};
+
+/// How many informer updates may wait for the loop.
+pub const UPDATE_QUEUE: usize = 8192;
+
+/// Runs the scheduler until `stop` turns true: starts the informers of nodes, pods,
+/// namespaces and PodDisruptionBudgets and the scheduling loop over them.
+pub async fn run(
+    client: Client,
+    profiles: Vec<Profile>,
+    initial_backoff: Duration,
+    max_backoff: Duration,
+    metrics: Arc<Metrics>,
+    stop: watch::Receiver<bool>,
+) {
+    let sort = profiles.iter().find_map(|p| p.queue_sort.clone());
+    let less: Less = Arc::new(move |a, a_added, b, b_added| match &sort {
+        Some(p) => p
+            .as_queue_sort()
+            .map(|qs| qs.less(a, a_added, b, b_added))
+            .unwrap_or(a_added < b_added),
+        None => a_added < b_added,
+    });
+    let queue = Arc::new(SchedulingQueue::new(less, initial_backoff, max_backoff));
+    let recorder = Recorder::new(client.clone(), DEFAULT_SCHEDULER_NAME);
+    let events = EventSink::start(recorder, metrics.clone());
+    let (tx, rx) = mpsc::channel(UPDATE_QUEUE);
+    let informers = vec![
+        tokio::spawn(inform(
+            Api::<Node>::all(client.clone()),
+            tx.clone(),
+            |ev| Update::Node(Box::new(ev)),
+            stop.clone(),
+        )),
+        tokio::spawn(inform(
+            Api::<Pod>::all(client.clone()),
+            tx.clone(),
+            |ev| Update::Pod(Box::new(ev)),
+            stop.clone(),
+        )),
+        tokio::spawn(inform(
+            Api::<Namespace>::all(client.clone()),
+            tx.clone(),
+            |ev| Update::Namespace(Box::new(ev)),
+            stop.clone(),
+        )),
+        tokio::spawn(inform(
+            Api::<PodDisruptionBudget>::all(client.clone()),
+            tx,
+            |ev| Update::Budget(Box::new(ev)),
+            stop.clone(),
+        )),
+    ];
+    Scheduler::new(profiles, queue, client, events, metrics)
+        .run(rx, stop)
+        .await;
+    for informer in informers {
+        informer.abort();
+    }
+}
+
+/// Feeds one resource's watcher events to the loop until `stop`.
+async fn inform<K>(
+    api: Api<K>,
+    tx: mpsc::Sender<Update>,
+    wrap: fn(Event<K>) -> Update,
+    mut stop: watch::Receiver<bool>,
+) where
+    K: k8s_openapi::Metadata<Ty = ObjectMeta>
+        + k8s_openapi::Resource
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
+    futures::pin_mut!(stream);
+    loop {
+        tokio::select! {
+            () = crate::stopped(&mut stop) => return,
+            item = stream.next() => match item {
+                Some(Ok(ev)) => {
+                    if tx.send(wrap(ev)).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Err(error)) => warn!(kind = K::KIND, %error, "watch failed, retrying"),
+                None => return,
+            },
+        }
+    }
+}
+
+/// Serves `/healthz`, `/readyz` and `/metrics` on `listener` until `stop`.
+pub async fn serve_http(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let router = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        metrics.render(),
+                    )
+                }
+            }),
+        );
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            crate::stopped(&mut stop).await;
+        })
+        .await
+}
+
+/// Binds the HTTP endpoints' listener.
+pub async fn bind_http(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}

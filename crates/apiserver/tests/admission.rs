@@ -499,3 +499,104 @@ async fn small_lists_come_whole_whatever_the_limit() {
     assert_eq!(page.remaining_item_count, None);
     server.shutdown().await;
 }
+
+fn pod_with(name: &str, spec_extra: Value) -> Value {
+    let mut pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {"containers": [{"name": "c", "image": "docker.io/library/busybox:latest"}]}});
+    if let (Some(spec), Some(extra)) = (pod["spec"].as_object_mut(), spec_extra.as_object()) {
+        spec.extend(extra.clone());
+    }
+    pod
+}
+
+#[tokio::test]
+async fn priority_admission_resolves_priority_classes() {
+    let server = TestApiserver::start().await;
+    let mut classes = Api::new(&server, "scheduling.k8s.io", "priorityclasses", "").await;
+    let mut pods = Api::new(&server, "", "pods", "default").await;
+    let critical = classes
+        .get("system-node-critical")
+        .await
+        .expect("system class");
+    assert_eq!(critical["value"], 2_000_001_000);
+
+    classes
+        .create(
+            json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+            "metadata": {"name": "high"}, "value": 1000, "preemptionPolicy": "Never"}),
+        )
+        .await
+        .expect("class");
+    let p = pods
+        .create(pod_with("p-high", json!({"priorityClassName": "high"})))
+        .await
+        .expect("pod");
+    assert_eq!(p["spec"]["priority"], 1000);
+    assert_eq!(p["spec"]["preemptionPolicy"], "Never");
+
+    let plain = pods
+        .create(pod_with("p-plain", json!({})))
+        .await
+        .expect("pod");
+    assert_eq!(
+        plain["spec"]["priority"], 0,
+        "no class and no global default"
+    );
+
+    let missing = pods
+        .create(pod_with("p-missing", json!({"priorityClassName": "nope"})))
+        .await
+        .expect_err("unknown class");
+    assert_eq!(missing.reason, rkube_types::Reason::Forbidden);
+    assert!(
+        missing
+            .message
+            .contains("no PriorityClass with name nope was found"),
+        "{}",
+        missing.message
+    );
+    let mismatch = pods
+        .create(pod_with(
+            "p-mismatch",
+            json!({"priorityClassName": "high", "priority": 5}),
+        ))
+        .await
+        .expect_err("priority disagrees with the class");
+    assert_eq!(mismatch.reason, rkube_types::Reason::Forbidden);
+    assert!(pods.get("p-mismatch").await.is_err(), "nothing was written");
+
+    classes
+        .create(
+            json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+            "metadata": {"name": "everyday"}, "value": 7, "globalDefault": true}),
+        )
+        .await
+        .expect("default class");
+    // The global default is read from the watch cache, which follows the store closely.
+    let mut n = 0;
+    let defaulted = rkube_testing::eventually(
+        "pods to get the global default priority",
+        std::time::Duration::from_secs(10),
+        || {
+            n += 1;
+            let name = format!("p-default-{n}");
+            let mut pods = Api {
+                c: server.grpc(),
+                r: ResourceRef::new("", "v1", "pods", "default"),
+            };
+            async move {
+                let p = pods
+                    .create(pod_with(&name, json!({})))
+                    .await
+                    .map_err(|e| e.message)?;
+                if p["spec"]["priority"] == 7 {
+                    Ok(p)
+                } else {
+                    Err(format!("priority {}", p["spec"]["priority"]))
+                }
+            }
+        },
+    )
+    .await;
+    assert_eq!(defaulted["spec"]["priorityClassName"], "everyday");
+}

@@ -38,7 +38,8 @@ async fn health_and_metrics() {
         "rkube_apiserver_requests_total{verb=\"get\",resource=\"namespaces\",code=\"200\"} 1",
         "rkube_apiserver_request_duration_seconds_count{verb=\"get\",resource=\"namespaces\"} 1",
         "rkube_apiserver_watchers{resource=\"pods\"} 1",
-        "rkube_apiserver_store_revision 4",
+        // Four system namespaces and two system priority classes.
+        "rkube_apiserver_store_revision 6",
     ] {
         assert!(
             metrics.contains(needle),

@@ -2,7 +2,8 @@
 //!
 //! - `creates`: durable creates per second and p50/p99 latency at 1, 16 and 256 clients;
 //! - `watch`: delay from a write's acknowledgement to its event at each of 1,000 watchers;
-//! - `memory`: resident memory idle with an empty store, and with 10,000 pods stored.
+//! - `memory`: resident memory idle with an empty store, and with 10,000 pods stored;
+//! - `scheduling`: the scheduler_perf scenarios through a real apiserver and scheduler.
 //!
 //! Build with `cargo build --release -p rkube-apiserver -p rkube-testing` and run
 //! `target/release/rkube-bench all` (see `docs/benchmarks.md`).
@@ -18,6 +19,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
+
+mod scheduling;
 
 #[derive(Parser)]
 #[command(about = "Benchmarks of rkube-apiserver")]
@@ -45,7 +48,20 @@ enum What {
     Memory,
     /// REST: `kubectl get pods -A` over 10,000 pods, and REST creates at 100 clients.
     Rest,
-    /// All of the above.
+    /// Pods bound per second and scheduling latency (scheduler_perf scenarios), through a
+    /// real rkube-apiserver and rkube-scheduler.
+    Scheduling {
+        /// Nodes in the cluster.
+        #[arg(long, default_value_t = 5000)]
+        nodes: usize,
+        /// Pods to schedule.
+        #[arg(long, default_value_t = 10000)]
+        pods: usize,
+        /// Which pods.
+        #[arg(long, value_enum, default_value_t = scheduling::Scenario::Basic)]
+        scenario: scheduling::Scenario,
+    },
+    /// All of the above but scheduling.
     All,
 }
 
@@ -475,6 +491,14 @@ async fn main() -> Result<()> {
         What::Watch => watch(&binary).await?,
         What::Memory => memory(&binary).await?,
         What::Rest => rest(&binary, args.seconds).await?,
+        What::Scheduling {
+            nodes,
+            pods,
+            scenario,
+        } => {
+            let scheduler = rkube_testing::sibling_binary("rkube-scheduler");
+            scheduling::scheduling(&binary, &scheduler, nodes, pods, scenario, args.runs).await?
+        }
         What::All => {
             memory(&binary).await?;
             creates(&binary, args.seconds, args.runs).await?;

@@ -193,8 +193,10 @@ impl rkube_rpc::Resources for GrpcService {
             match req.subresource.as_str() {
                 "" => self.objects.create(info, &ns, &req.object, &opts).await,
                 "binding" if info.group.is_empty() && info.plural == "pods" => {
-                    let (name, node) = binding_target(&req.object)?;
-                    self.objects.bind(&ns, &name, &node, &opts).await
+                    let (name, node, uid) = binding_target(&req.object)?;
+                    self.objects
+                        .bind(&ns, &name, &node, uid.as_deref(), &opts)
+                        .await
                 }
                 other => Err(ApiError::not_found(
                     info.group,
@@ -342,8 +344,9 @@ impl GrpcService {
     }
 }
 
-/// The pod name and the node of a v1 `Binding` body; 422 without a target.
-fn binding_target(body: &[u8]) -> Result<(String, String), ApiError> {
+/// The pod name, the node and the pod UID (if given) of a v1 `Binding` body; 422 without a
+/// name or a target.
+fn binding_target(body: &[u8]) -> Result<(String, String, Option<String>), ApiError> {
     let binding: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("unable to decode Binding: {e}")))?;
     let name = binding["metadata"]["name"].as_str().unwrap_or_default();
@@ -358,5 +361,6 @@ fn binding_target(body: &[u8]) -> Result<(String, String), ApiError> {
     if !causes.is_empty() {
         return Err(ApiError::invalid("", "Binding", "bindings", name, causes));
     }
-    Ok((name.to_string(), node.to_string()))
+    let uid = binding["metadata"]["uid"].as_str().map(str::to_string);
+    Ok((name.to_string(), node.to_string(), uid))
 }

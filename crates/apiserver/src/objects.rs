@@ -590,17 +590,33 @@ impl Objects {
         Err(ApiError::conflict(info.group, info.plural, name, MODIFIED))
     }
 
-    /// Binds a pod to a node (the `binding` subresource): sets `spec.nodeName` once.
+    /// Binds a pod to a node (the `binding` subresource): sets `spec.nodeName` once. With
+    /// `uid` (the Binding's `metadata.uid`), only the pod with that UID is bound: a pod
+    /// deleted and recreated under the same name answers Conflict, as in Kubernetes.
     pub async fn bind(
         &self,
         ns: &str,
         name: &str,
         node: &str,
+        uid: Option<&str>,
         opts: &WriteOptions,
     ) -> Result<Written, ApiError> {
         let info = registry::lookup("", "v1", "pods")
             .ok_or_else(|| ApiError::internal("pods missing from the registry"))?;
         self.guaranteed_update(info, ns, name, None, opts, |old| {
+            if let Some(uid) = uid.filter(|u| !u.is_empty())
+                && old["metadata"]["uid"].as_str() != Some(uid)
+            {
+                return Err(ApiError::conflict(
+                    info.group,
+                    info.plural,
+                    name,
+                    &format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                        old["metadata"]["uid"].as_str().unwrap_or_default()
+                    ),
+                ));
+            }
             let current = old["spec"]["nodeName"].as_str().unwrap_or_default();
             if !current.is_empty() {
                 return Err(ApiError::conflict(

@@ -600,3 +600,40 @@ async fn priority_admission_resolves_priority_classes() {
     .await;
     assert_eq!(defaulted["spec"]["priorityClassName"], "everyday");
 }
+
+#[tokio::test]
+async fn binding_over_grpc_checks_the_uid_and_binds_once() {
+    let server = TestApiserver::start().await;
+    let mut pods = Api::new(&server, "", "pods", "default").await;
+    let pod = pods.create(pod_with("b", json!({}))).await.expect("pod");
+    let uid = pod["metadata"]["uid"].as_str().expect("uid").to_string();
+    let c = server.grpc();
+    let bind = |uid: &str, node: &str| {
+        let req = v1::CreateRequest {
+            resource: Some(ResourceRef::new("", "v1", "pods", "default")),
+            object: serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "Binding",
+                "metadata": {"name": "b", "uid": uid}, "target": {"kind": "Node", "name": node}}))
+            .expect("json")
+            .into(),
+            subresource: "binding".into(),
+            ..Default::default()
+        };
+        let mut c = c.clone();
+        async move { c.create(req).await.map_err(|s| rkube_rpc::from_grpc(&s)) }
+    };
+    let stale = bind("not-the-uid", "n1")
+        .await
+        .expect_err("another pod's uid");
+    assert_eq!(stale.reason, rkube_types::Reason::Conflict);
+    assert!(pods.get("b").await.expect("pod")["spec"]["nodeName"].is_null());
+    let bound = bind(&uid, "n1").await.expect("bind");
+    let bound: Value = serde_json::from_slice(&bound.into_inner().object).expect("json");
+    assert_eq!(bound["spec"]["nodeName"], "n1");
+    let again = bind(&uid, "n2").await.expect_err("bound once");
+    assert_eq!(again.reason, rkube_types::Reason::Conflict);
+    assert!(
+        again.message.contains("already assigned to node \"n1\""),
+        "{}",
+        again.message
+    );
+}

@@ -224,13 +224,14 @@ where
         decode(&resp.into_inner().object)
     }
 
-    /// Binds the pod `name` to `node` through the `binding` subresource (what a scheduler
-    /// does); fails with Conflict if the pod is already bound or being deleted.
-    pub async fn bind(&self, name: &str, node: &str) -> Result<K> {
+    /// Binds the pod `name` (with UID `uid`, when given) to `node` through the `binding`
+    /// subresource (what a scheduler does); fails with Conflict if the pod is already bound,
+    /// being deleted, or has another UID.
+    pub async fn bind(&self, name: &str, uid: Option<&str>, node: &str) -> Result<K> {
         let binding = serde_json::json!({
             "apiVersion": "v1",
             "kind": "Binding",
-            "metadata": {"name": name},
+            "metadata": {"name": name, "uid": uid},
             "target": {"kind": "Node", "name": node},
         });
         let req = v1::CreateRequest {

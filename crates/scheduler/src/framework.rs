@@ -5,7 +5,7 @@
 //! API call (binding, preemption's evictions) is made by the scheduler around them.
 
 use std::any::Any;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -141,14 +141,39 @@ impl<T: Any + Clone + Send + Sync> StateData for T {
     }
 }
 
-/// Per-cycle state shared by the plugins, keyed by a name each plugin picks.
+/// A few plugin names. A cycle holds a handful, and they are looked up once per node per
+/// plugin, so a short list compared by name beats hashing the name every time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NameSet(Vec<&'static str>);
+
+impl NameSet {
+    /// Adds `name`.
+    pub fn insert(&mut self, name: &'static str) {
+        if !self.contains(name) {
+            self.0.push(name);
+        }
+    }
+
+    /// Whether `name` is in the set.
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.contains(&name)
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Per-cycle state shared by the plugins, keyed by a name each plugin picks. A list, not a
+/// map: it holds one entry per plugin and is read once per node per plugin.
 #[derive(Default)]
 pub struct CycleState {
-    data: HashMap<&'static str, Box<dyn StateData>>,
+    data: Vec<(&'static str, Box<dyn StateData>)>,
     /// Plugins whose Filter is skipped this cycle (their PreFilter said Skip).
-    pub skip_filter: HashSet<&'static str>,
+    pub skip_filter: NameSet,
     /// Plugins whose Score is skipped this cycle (their PreScore said Skip).
-    pub skip_score: HashSet<&'static str>,
+    pub skip_score: NameSet,
 }
 
 impl Clone for CycleState {
@@ -168,7 +193,10 @@ impl Clone for CycleState {
 impl fmt::Debug for CycleState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CycleState")
-            .field("keys", &self.data.keys().collect::<Vec<_>>())
+            .field(
+                "keys",
+                &self.data.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -181,17 +209,22 @@ impl CycleState {
 
     /// Stores `value` under `key`.
     pub fn write<T: Any + Clone + Send + Sync>(&mut self, key: &'static str, value: T) {
-        self.data.insert(key, Box::new(value));
+        match self.data.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => *v = Box::new(value),
+            None => self.data.push((key, Box::new(value))),
+        }
     }
 
     /// The value under `key`, if it is a `T`.
     pub fn read<T: Any>(&self, key: &'static str) -> Option<&T> {
-        self.data.get(key)?.as_ref().as_any().downcast_ref()
+        let (_, v) = self.data.iter().find(|(k, _)| *k == key)?;
+        v.as_ref().as_any().downcast_ref()
     }
 
     /// The value under `key`, if it is a `T`, to change it.
     pub fn read_mut<T: Any>(&mut self, key: &'static str) -> Option<&mut T> {
-        self.data.get_mut(key)?.as_mut().as_any_mut().downcast_mut()
+        let (_, v) = self.data.iter_mut().find(|(k, _)| *k == key)?;
+        v.as_mut().as_any_mut().downcast_mut()
     }
 }
 

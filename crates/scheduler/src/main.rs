@@ -37,9 +37,10 @@ struct Args {
         default_value = "127.0.0.1:10259"
     )]
     bind_address: SocketAddr,
-    /// Take a Lease before scheduling, so only one of several replicas is active.
-    #[arg(long, env = "RKUBE_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
-    leader_elect: bool,
+    /// Take a Lease before scheduling, so only one of several replicas is active (default
+    /// true; overrides the configuration file's `leaderElection.leaderElect`).
+    #[arg(long, env = "RKUBE_LEADER_ELECT", action = clap::ArgAction::Set)]
+    leader_elect: Option<bool>,
     /// How long a Lease lasts without renewal before another replica takes it (e.g. `15s`).
     #[arg(long, env = "RKUBE_LEADER_ELECT_LEASE_DURATION", value_parser = parse_duration)]
     leader_elect_lease_duration: Option<Duration>,
@@ -83,7 +84,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     if !seconds.is_finite() || seconds <= 0.0 {
         return Err(format!("duration {s:?} must be positive"));
     }
-    Ok(Duration::from_secs_f64(seconds))
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("duration {s:?} is too long"))
 }
 
 fn init_logging(format: &str) -> anyhow::Result<()> {
@@ -136,7 +137,7 @@ async fn run() -> anyhow::Result<()> {
         "kube-scheduler",
         &args.identity.clone().unwrap_or_else(default_identity),
     );
-    let mut leader_elect = args.leader_elect;
+    let mut leader_elect = true;
     if let Some(le) = &config.leader_election {
         leader_elect = le.leader_elect;
         election.lease_duration = le.lease_duration;
@@ -144,6 +145,9 @@ async fn run() -> anyhow::Result<()> {
         election.retry_period = le.retry_period;
         election.name = le.resource_name.clone();
         election.namespace = le.resource_namespace.clone();
+    }
+    if let Some(elect) = args.leader_elect {
+        leader_elect = elect;
     }
     if let Some(d) = args.leader_elect_lease_duration {
         election.lease_duration = d;
@@ -250,5 +254,6 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("fast").is_err());
         assert!(parse_duration("5d").is_err());
+        assert!(parse_duration("1e30").is_err(), "too long, not a panic");
     }
 }

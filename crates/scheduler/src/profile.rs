@@ -299,19 +299,15 @@ impl Profile {
         (None, last)
     }
 
-    /// Runs Reserve; on a failure unreserves the plugins already reserved, in reverse.
+    /// Runs Reserve; the first failure wins. On a failure the caller runs
+    /// [`Profile::run_unreserve`] on every plugin, as upstream does.
     pub fn run_reserve(&self, state: &mut CycleState, pod: &PodInfo, node: &str) -> Status {
-        for (i, p) in self.reserve.iter().enumerate() {
+        for p in &self.reserve {
             let Some(r) = p.as_reserve() else {
                 continue;
             };
             let status = r.reserve(state, pod, node);
             if !status.is_success() {
-                for q in self.reserve[..i].iter().rev() {
-                    if let Some(r) = q.as_reserve() {
-                        r.unreserve(state, pod, node);
-                    }
-                }
                 return status.with_plugin(p.name());
             }
         }

@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use rkube_client::watcher::Event;
 use rkube_client::{Api, Client, DeleteParams, EventType, Patch};
+use rkube_types::Reason;
 use rkube_types::selector::LabelSelector;
 use serde_json::json;
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -32,6 +33,8 @@ use crate::snapshot::{DisruptionBudget, Snapshot};
 pub const DEFAULT_SCHEDULER_NAME: &str = "default-scheduler";
 /// How many binding calls may be in flight.
 pub const MAX_BINDINGS_IN_FLIGHT: usize = 256;
+/// How long shutdown waits for the bindings in flight.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// One informer update for the loop. Boxed: the update channel holds thousands of them.
 #[derive(Debug)]
@@ -59,6 +62,16 @@ struct Bound {
 struct Synced {
     nodes: bool,
     pods: bool,
+    namespaces: bool,
+    budgets: bool,
+}
+
+impl Synced {
+    /// Whether every informer has listed: a cycle before that could miss the pods that
+    /// anti-affinity, a namespace selector or a disruption budget must see.
+    fn all(&self) -> bool {
+        self.nodes && self.pods && self.namespaces && self.budgets
+    }
 }
 
 /// The scheduling loop's state.
@@ -67,8 +80,10 @@ pub struct Scheduler {
     snapshot: Snapshot,
     queue: Arc<SchedulingQueue>,
     /// Pods placed by this scheduler whose binding the informer has not confirmed yet:
-    /// key → node.
+    /// key → UID.
     assumed: HashMap<String, String>,
+    /// The keys of those whose binding call has not answered yet.
+    binding: HashSet<String>,
     /// Pods this scheduler is responsible for that wait for a node (in the queue or in a
     /// cycle).
     pending: HashSet<String>,
@@ -107,6 +122,7 @@ impl Scheduler {
             snapshot: Snapshot::new(),
             queue,
             assumed: HashMap::new(),
+            binding: HashSet::new(),
             pending: HashSet::new(),
             relisting: HashMap::new(),
             synced: Synced::default(),
@@ -146,7 +162,9 @@ impl Scheduler {
             while let Ok(bound) = self.bound_rx.try_recv() {
                 self.finish_binding(bound);
             }
-            let ready = self.synced.nodes && self.synced.pods;
+            // Scheduling waits for the informers, and for a binding slot: the bindings in
+            // flight are the backpressure on the loop.
+            let ready = self.synced.all() && self.binding_slots.available_permits() > 0;
             let queue = self.queue.clone();
             tokio::select! {
                 biased;
@@ -168,6 +186,20 @@ impl Scheduler {
         }
         self.queue.close();
         flusher.abort();
+        // Let the bindings in flight answer (up to a grace period) before the Lease goes to
+        // another replica.
+        let drained = tokio::time::timeout(
+            SHUTDOWN_GRACE,
+            self.binding_slots
+                .acquire_many(MAX_BINDINGS_IN_FLIGHT as u32),
+        )
+        .await;
+        if drained.is_err() {
+            warn!(
+                in_flight = self.binding.len(),
+                "bindings still in flight at shutdown"
+            );
+        }
         info!("scheduling loop stopped");
     }
 
@@ -272,7 +304,7 @@ impl Scheduler {
                     .snapshot
                     .pod_keys()
                     .chain(self.pending.iter())
-                    .filter(|k| !seen.contains(*k) && !self.assumed.contains_key(*k))
+                    .filter(|k| !seen.contains(*k) && !self.binding.contains(*k))
                     .cloned()
                     .collect();
                 for key in gone {
@@ -333,9 +365,14 @@ impl Scheduler {
             }
             return;
         }
-        if self.assumed.contains_key(&key) {
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        match self.assumed.get(&key) {
             // Its binding is in flight; the informer will confirm it.
-            return;
+            Some(assumed_uid) if assumed_uid == uid => return,
+            // Deleted and created again under the same name: the binding (which names the
+            // old UID) will be refused; the new pod is a new pending pod.
+            Some(_) => self.forget(&key),
+            None => {}
         }
         let info = Arc::new(PodInfo::new(Arc::new(pod)));
         if self.pending.insert(key) {
@@ -378,6 +415,7 @@ impl Scheduler {
                 for name in gone {
                     self.snapshot.remove_namespace(&name);
                 }
+                self.synced.namespaces = true;
             }
             Event::Delete(ns) => {
                 self.snapshot
@@ -426,6 +464,7 @@ impl Scheduler {
                 for key in gone {
                     self.snapshot.remove_disruption_budget(&key);
                 }
+                self.synced.budgets = true;
             }
             Event::Delete(pdb) => {
                 let key = format!(
@@ -464,7 +503,10 @@ impl Scheduler {
                 let node = placement.node;
                 let mut state = placement.state;
                 self.snapshot.add_pod(pod.clone(), &node);
-                self.assumed.insert(pod.key.clone(), node.clone());
+                self.assumed.insert(pod.key.clone(), pod.uid.clone());
+                // The pod counts on the node from now on: pods waiting for it (affinity,
+                // spread) may fit now.
+                self.queue.on_event(ClusterEvent::AssignedPodAdd);
                 let mut status = profile.run_reserve(&mut state, &pod, &node);
                 if status.is_success() {
                     status = profile.run_permit(&state, &pod, &node);
@@ -573,15 +615,18 @@ impl Scheduler {
         }
     }
 
-    /// Posts the binding in the background; the outcome comes back to the loop.
-    fn bind(&self, qp: QueuedPod, node: String, profile: String) {
+    /// Posts the binding in the background; the outcome comes back to the loop. The loop
+    /// pops a pod only while a binding slot is free, so the slot is there.
+    fn bind(&mut self, qp: QueuedPod, node: String, profile: String) {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &qp.info.namespace);
-        let slots = self.binding_slots.clone();
+        let slot = self.binding_slots.clone().try_acquire_owned().ok();
         let tx = self.bound_tx.clone();
+        self.binding.insert(qp.info.key.clone());
         tokio::spawn(async move {
-            let _slot = slots.acquire_owned().await;
+            let _slot = slot;
             let started = Instant::now();
-            let result = api.bind(&qp.info.name, &node).await.map(|_| ());
+            let uid = Some(qp.info.uid.as_str()).filter(|u| !u.is_empty());
+            let result = api.bind(&qp.info.name, uid, &node).await.map(|_| ());
             let _ = tx.send(Bound {
                 pod: qp,
                 node,
@@ -601,6 +646,7 @@ impl Scheduler {
             took,
         } = bound;
         let pod = qp.info.clone();
+        self.binding.remove(&pod.key);
         self.metrics.binding(result.is_ok(), took.as_secs_f64());
         match result {
             Ok(()) => {
@@ -619,16 +665,36 @@ impl Scheduler {
                 }
                 self.queue.done(&pod.key);
             }
+            Err(error)
+                if matches!(
+                    error.reason(),
+                    None | Some(
+                        Reason::ServiceUnavailable | Reason::Timeout | Reason::InternalError
+                    )
+                ) =>
+            {
+                // No answer (timeout, connection lost): the binding may have happened. Keep
+                // the pod assumed, so its node stays charged, and let the informer say
+                // what became of it; if it is still pending then, it is tried again.
+                warn!(pod = %pod.key, node = %node, %error, "binding outcome unknown");
+                if self.assumed.get(&pod.key) == Some(&pod.uid) {
+                    self.assumed.remove(&pod.key);
+                }
+                self.queue.add_backoff(qp);
+            }
             Err(error) => {
-                self.forget(&pod.key);
-                if error.is_not_found() || error.is_conflict() {
-                    // Deleted, bound by someone else, or being deleted: the informer says
-                    // what became of it.
+                // A definite refusal: forget the placement. A pod still pending (refused
+                // for a stale write, or deleted and created again meanwhile) goes back to
+                // the queue; one bound by someone else or deleted has left it.
+                if self.assumed.get(&pod.key) == Some(&pod.uid) {
+                    self.forget(&pod.key);
+                }
+                if error.is_not_found() {
                     debug!(pod = %pod.key, %error, "binding refused");
                     self.queue.done(&pod.key);
                     return;
                 }
-                warn!(pod = %pod.key, node = %node, %error, "binding failed");
+                debug!(pod = %pod.key, node = %node, %error, "binding failed");
                 self.events.pod(
                     &pod.pod,
                     EventType::Warning,
@@ -637,8 +703,9 @@ impl Scheduler {
                 );
                 if self.pending.contains(&pod.key) {
                     self.queue.add_backoff(qp);
+                } else {
+                    self.queue.done(&pod.key);
                 }
-                self.queue.done(&pod.key);
             }
         }
     }
@@ -684,7 +751,12 @@ impl Scheduler {
             "lastProbeTime": null,
             "lastTransitionTime": transition,
         }));
-        let mut patch = json!({"status": {"conditions": list}});
+        // The resourceVersion makes the patch a precondition: a pod that changed meanwhile
+        // (bound by the next cycle, say) is left alone rather than marked unschedulable.
+        let mut patch = json!({
+            "metadata": {"resourceVersion": pod.pod.metadata.resource_version},
+            "status": {"conditions": list},
+        });
         if let Some(node) = nominated {
             patch["status"]["nominatedNodeName"] = node.into();
         }
@@ -693,6 +765,7 @@ impl Scheduler {
         tokio::spawn(async move {
             if let Err(error) = api.patch_status(&name, &Patch::Merge(patch)).await
                 && !error.is_not_found()
+                && !error.is_conflict()
             {
                 warn!(pod = %name, %error, "updating the PodScheduled condition failed");
             }

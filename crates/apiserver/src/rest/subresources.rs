@@ -138,8 +138,9 @@ pub(super) async fn dispatch(
                     vec![rkube_types::StatusCause::required("target.name")],
                 ));
             }
+            let uid = binding["metadata"]["uid"].as_str();
             objects
-                .bind(ns, name, node, &write_options(params)?)
+                .bind(ns, name, node, uid, &write_options(params)?)
                 .await?;
             Ok(json_bytes(
                 StatusCode::CREATED,

@@ -527,8 +527,13 @@ impl PreScorePlugin for InterPodAffinity {
                 continue;
             }
             for existing in &node.pods {
-                // Without its own preferences the pod is only scored by existing pods' terms.
-                if !has_preferences && !existing.has_affinity() {
+                // Without its own preferences the pod is only scored by existing pods' terms,
+                // and required anti-affinity terms score nothing.
+                if !has_preferences
+                    && existing.required_affinity.is_empty()
+                    && existing.preferred_affinity.is_empty()
+                    && existing.preferred_anti_affinity.is_empty()
+                {
                     continue;
                 }
                 self.score_existing_pod(&mut scores, pod, existing, &node.labels, namespaces);

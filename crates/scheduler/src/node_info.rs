@@ -2,6 +2,7 @@
 //! so that filters and scores in the hot loop read plain integers and parsed selectors.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{
@@ -129,6 +130,9 @@ pub struct AffinityTerm {
     pub selector: Option<LabelSelector>,
     /// The node label that defines the topology domain.
     pub topology_key: String,
+    /// A hash of all of the above: equal terms (the same term of many pods of one
+    /// workload) have equal ids, so a cycle matches each distinct term once.
+    pub id: u64,
 }
 
 impl AffinityTerm {
@@ -167,11 +171,19 @@ impl AffinityTerm {
         if namespaces.is_empty() && namespace_selector.is_none() {
             namespaces.insert(namespace.to_string());
         }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let mut sorted: Vec<&String> = namespaces.iter().collect();
+        sorted.sort();
+        sorted.hash(&mut h);
+        namespace_selector.hash(&mut h);
+        selector.hash(&mut h);
+        term.topology_key.hash(&mut h);
         Ok(AffinityTerm {
             namespaces,
             namespace_selector,
             selector,
             topology_key: term.topology_key.clone(),
+            id: h.finish(),
         })
     }
 
@@ -218,6 +230,9 @@ pub struct PodInfo {
     pub name: String,
     /// `metadata.labels`.
     pub labels: Labels,
+    /// A hash of the namespace and the labels: what every selector and affinity term
+    /// decides by, so a cycle matches each distinct label set once (see [`MatchMemo`]).
+    pub label_hash: u64,
     /// The effective requests: the larger of the app containers' sum (plus restartable init
     /// containers) and the largest init container, plus the pod overhead.
     pub requests: Resources,
@@ -269,7 +284,11 @@ impl PodInfo {
                 }
             }
         }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        namespace.hash(&mut h);
+        labels.hash(&mut h);
         let mut info = PodInfo {
+            label_hash: h.finish(),
             key: format!("{namespace}/{name}"),
             uid: meta.uid.clone().unwrap_or_default(),
             priority: spec.and_then(|s| s.priority).unwrap_or(0),
@@ -536,5 +555,95 @@ impl NodeInfo {
         }
         self.generation += 1;
         Some(pod)
+    }
+}
+
+/// Remembers yes/no answers within one scheduling cycle, keyed by a [`PodInfo::label_hash`]
+/// or an [`AffinityTerm::id`]. The pods of one workload share their labels and terms, so a
+/// PreFilter that walks every placed pod matches each distinct label set or term once
+/// instead of once per pod. The keys are 64-bit SipHash values, computed once per pod.
+#[derive(Debug, Default, Clone)]
+pub struct MatchMemo(HashMap<u64, bool, BuildHasherDefault<IdHasher>>);
+
+impl MatchMemo {
+    /// The remembered answer for `key`, or `decide()` (then remembered).
+    pub fn get_or(&mut self, key: u64, decide: impl FnOnce() -> bool) -> bool {
+        *self.0.entry(key).or_insert_with(decide)
+    }
+}
+
+/// A hasher for keys that are hashes already.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used; fold anything else in FNV-1a style.
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::pod;
+
+    fn info(p: Pod) -> PodInfo {
+        PodInfo::new(Arc::new(p))
+    }
+
+    #[test]
+    fn label_hash_follows_the_namespace_and_the_labels_only() {
+        let a = info(pod("a").label("app", "web").cpu("1").build());
+        let b = info(pod("b").label("app", "web").build());
+        let other_ns = info(pod("c").namespace("other").label("app", "web").build());
+        let other_labels = info(pod("d").label("app", "db").build());
+        assert_eq!(a.label_hash, b.label_hash, "name and spec do not count");
+        assert_ne!(a.label_hash, other_ns.label_hash);
+        assert_ne!(a.label_hash, other_labels.label_hash);
+    }
+
+    #[test]
+    fn equal_terms_share_an_id() {
+        let anti = |name: &str, value: &str| {
+            info(
+                pod(name)
+                    .pod_anti_affinity("kubernetes.io/hostname", "group", value)
+                    .build(),
+            )
+        };
+        let (a, b, c) = (anti("a", "g1"), anti("b", "g1"), anti("c", "g2"));
+        assert_eq!(
+            a.required_anti_affinity[0].id,
+            b.required_anti_affinity[0].id
+        );
+        assert_ne!(
+            a.required_anti_affinity[0].id,
+            c.required_anti_affinity[0].id
+        );
+    }
+
+    #[test]
+    fn match_memo_decides_once_per_key() {
+        let mut memo = MatchMemo::default();
+        let mut calls = 0;
+        for _ in 0..3 {
+            assert!(memo.get_or(7, || {
+                calls += 1;
+                true
+            }));
+        }
+        assert!(!memo.get_or(8, || false));
+        assert_eq!(calls, 1);
     }
 }

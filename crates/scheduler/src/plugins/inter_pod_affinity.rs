@@ -17,7 +17,7 @@ use crate::framework::{
     CycleState, FilterPlugin, MAX_NODE_SCORE, Plugin, PreFilterPlugin, PreScorePlugin, ScorePlugin,
     Status,
 };
-use crate::node_info::{AffinityTerm, Labels, NodeInfo, PodInfo, WeightedAffinityTerm};
+use crate::node_info::{AffinityTerm, Labels, MatchMemo, NodeInfo, PodInfo, WeightedAffinityTerm};
 use crate::snapshot::Snapshot;
 
 #[cfg(test)]
@@ -395,14 +395,16 @@ impl PreFilterPlugin for InterPodAffinity {
         let mut s = PreFilterState::default();
 
         // Symmetry: only nodes holding pods with required anti-affinity can repel the pod.
+        // Pods of one workload share their terms: each distinct term is matched once.
         if snapshot.have_pods_with_required_anti_affinity() {
+            let mut memo = MatchMemo::default();
             for node in snapshot.nodes() {
                 if node.pods_with_required_anti_affinity == 0 {
                     continue;
                 }
                 for existing in &node.pods {
                     for t in &existing.required_anti_affinity {
-                        if t.matches(pod, namespaces) {
+                        if memo.get_or(t.id, || t.matches(pod, namespaces)) {
                             s.existing_anti_affinity
                                 .add_on(&node.labels, &t.topology_key, 1);
                         }
@@ -418,6 +420,10 @@ impl PreFilterPlugin for InterPodAffinity {
                 return Status::skip();
             }
         } else {
+            // Placed pods of one workload share their labels: each distinct label set is
+            // matched once per term.
+            let mut affinity_memo = MatchMemo::default();
+            let mut anti_memo = vec![MatchMemo::default(); anti_affinity.len()];
             for node in snapshot.nodes() {
                 if node.pods.is_empty() {
                     continue;
@@ -432,20 +438,23 @@ impl PreFilterPlugin for InterPodAffinity {
                     let n = node
                         .pods
                         .iter()
-                        .filter(|p| matches_all(affinity, p, namespaces))
+                        .filter(|p| {
+                            affinity_memo
+                                .get_or(p.label_hash, || matches_all(affinity, p, namespaces))
+                        })
                         .count() as i64;
                     for t in affinity {
                         s.affinity.add_on(labels, &t.topology_key, n);
                     }
                 }
-                for t in anti_affinity {
+                for (t, memo) in anti_affinity.iter().zip(anti_memo.iter_mut()) {
                     if !labels.contains_key(&t.topology_key) {
                         continue;
                     }
                     let n = node
                         .pods
                         .iter()
-                        .filter(|p| t.matches(p, namespaces))
+                        .filter(|p| memo.get_or(p.label_hash, || t.matches(p, namespaces)))
                         .count() as i64;
                     s.anti_affinity.add_on(labels, &t.topology_key, n);
                 }

@@ -18,7 +18,7 @@ use crate::framework::{
     CycleState, FilterPlugin, MAX_NODE_SCORE, Plugin, PreFilterPlugin, PreScorePlugin, ScorePlugin,
     Status,
 };
-use crate::node_info::{Labels, NodeInfo, PodInfo};
+use crate::node_info::{Labels, MatchMemo, NodeInfo, PodInfo};
 use crate::plugins::node_affinity::RequiredNodeAffinity;
 use crate::plugins::taint_toleration::tolerates;
 use crate::snapshot::Snapshot;
@@ -167,15 +167,23 @@ fn has_all_keys(labels: &Labels, constraints: &[Constraint]) -> bool {
 }
 
 /// How many pods of `pods` in `namespace` the selector selects, leaving out terminating pods.
-fn count_matching(pods: &[Arc<PodInfo>], selector: Option<&LabelSelector>, namespace: &str) -> i64 {
+fn count_matching(
+    pods: &[Arc<PodInfo>],
+    selector: Option<&LabelSelector>,
+    namespace: &str,
+    mut memo: Option<&mut MatchMemo>,
+) -> i64 {
     let Some(selector) = selector else {
         return 0;
     };
     pods.iter()
         .filter(|p| {
-            p.namespace == namespace
-                && p.pod.metadata.deletion_timestamp.is_none()
-                && selector.matches(&p.labels)
+            let matches = || p.namespace == namespace && selector.matches(&p.labels);
+            p.pod.metadata.deletion_timestamp.is_none()
+                && match memo.as_deref_mut() {
+                    Some(memo) => memo.get_or(p.label_hash, matches),
+                    None => matches(),
+                }
         })
         .count() as i64
 }
@@ -420,6 +428,8 @@ impl PreFilterPlugin for PodTopologySpread {
             .collect();
         let affinity = Arc::new(RequiredNodeAffinity::from_pod(&pod.pod));
         let inclusion = Inclusion::new(&pod.pod, &affinity, &constraints);
+        // Placed pods of one workload share their labels: match each label set once.
+        let mut memos = vec![MatchMemo::default(); constraints.len()];
         for node in snapshot.nodes() {
             if !has_all_keys(&node.labels, &constraints) {
                 continue;
@@ -432,7 +442,12 @@ impl PreFilterPlugin for PodTopologySpread {
                 let Some(value) = node.labels.get(&c.topology_key) else {
                     continue;
                 };
-                let n = count_matching(&node.pods, c.selector.as_ref(), &pod.namespace);
+                let n = count_matching(
+                    &node.pods,
+                    c.selector.as_ref(),
+                    &pod.namespace,
+                    Some(&mut memos[i]),
+                );
                 // Domains with no matching pod count too: they make the global minimum 0 and
                 // count towards minDomains.
                 match counts[i].get_mut(value.as_str()) {
@@ -583,6 +598,7 @@ impl PreScorePlugin for PodTopologySpread {
 
         let affinity = RequiredNodeAffinity::from_pod(&pod.pod);
         let inclusion = Inclusion::new(&pod.pod, &affinity, &constraints);
+        let mut memos = vec![MatchMemo::default(); constraints.len()];
         for node in snapshot.nodes() {
             if require_all_keys && !has_all_keys(&node.labels, &constraints) {
                 continue;
@@ -600,7 +616,12 @@ impl PreScorePlugin for PodTopologySpread {
                 // Domains without a candidate node don't matter, and hostname domains are
                 // counted in Score.
                 if let Some(count) = counts[i].get_mut(value) {
-                    *count += count_matching(&node.pods, c.selector.as_ref(), &pod.namespace);
+                    *count += count_matching(
+                        &node.pods,
+                        c.selector.as_ref(),
+                        &pod.namespace,
+                        Some(&mut memos[i]),
+                    );
                 }
             }
         }
@@ -633,7 +654,7 @@ impl ScorePlugin for PodTopologySpread {
                 continue;
             };
             let count = if c.topology_key == LABEL_HOSTNAME {
-                count_matching(&node.pods, c.selector.as_ref(), &pod.namespace)
+                count_matching(&node.pods, c.selector.as_ref(), &pod.namespace, None)
             } else {
                 s.counts[i].get(value.as_str()).copied().unwrap_or(0)
             };

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -36,6 +37,7 @@ pub async fn run(
     initial_backoff: Duration,
     max_backoff: Duration,
     metrics: Arc<Metrics>,
+    syncing: Arc<AtomicBool>,
     stop: watch::Receiver<bool>,
 ) {
     let sort = profiles.iter().find_map(|p| p.queue_sort.clone());
@@ -77,6 +79,7 @@ pub async fn run(
         )),
     ];
     Scheduler::new(profiles, queue, client, events, metrics)
+        .with_readiness(syncing)
         .run(rx, stop)
         .await;
     for informer in informers {
@@ -118,15 +121,33 @@ async fn inform<K>(
     }
 }
 
-/// Serves `/healthz`, `/readyz` and `/metrics` on `listener` until `stop`.
+/// Serves `/healthz`, `/readyz` and `/metrics` on `listener` until `stop`. `/readyz`
+/// answers 503 while the replica leads but its informers have not listed yet (`syncing`);
+/// a standby replica waiting for the Lease is ready.
 pub async fn serve_http(
     listener: TcpListener,
     metrics: Arc<Metrics>,
+    syncing: Arc<AtomicBool>,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let syncing = syncing.load(Ordering::Relaxed);
+                async move {
+                    if syncing {
+                        (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            "informers not synced",
+                        )
+                    } else {
+                        (axum::http::StatusCode::OK, "ok")
+                    }
+                }
+            }),
+        )
         .route(
             "/metrics",
             get(move || {

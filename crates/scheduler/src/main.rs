@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -180,7 +181,13 @@ async fn run() -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", args.bind_address))?;
     let addr = listener.local_addr()?;
     println!("serving health and metrics on {addr}");
-    let http = tokio::spawn(daemon::serve_http(listener, metrics.clone(), stop.clone()));
+    let syncing = Arc::new(AtomicBool::new(false));
+    let http = tokio::spawn(daemon::serve_http(
+        listener,
+        metrics.clone(),
+        syncing.clone(),
+        stop.clone(),
+    ));
 
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -192,7 +199,7 @@ async fn run() -> anyhow::Result<()> {
         let client = client.clone();
         let (initial, max) = (config.pod_initial_backoff, config.pod_max_backoff);
         move |stop: watch::Receiver<bool>| {
-            daemon::run(client, profiles, initial, max, metrics, stop)
+            daemon::run(client, profiles, initial, max, metrics, syncing, stop)
         }
     };
     if leader_elect {

@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
@@ -98,6 +99,8 @@ pub struct Scheduler {
     bound_tx: mpsc::UnboundedSender<Bound>,
     bound_rx: mpsc::UnboundedReceiver<Bound>,
     binding_slots: Arc<Semaphore>,
+    /// True while this replica leads but its informers have not listed yet (`/readyz`).
+    syncing: Arc<AtomicBool>,
 }
 
 impl Scheduler {
@@ -134,7 +137,15 @@ impl Scheduler {
             bound_tx,
             bound_rx,
             binding_slots: Arc::new(Semaphore::new(MAX_BINDINGS_IN_FLIGHT)),
+            syncing: Arc::default(),
         }
+    }
+
+    /// Reports through `syncing` whether the loop is waiting for its informers' first
+    /// lists (read by `/readyz`).
+    pub fn with_readiness(mut self, syncing: Arc<AtomicBool>) -> Scheduler {
+        self.syncing = syncing;
+        self
     }
 
     /// Runs until `stop` turns true or the updates end. Updates are applied before each
@@ -164,6 +175,7 @@ impl Scheduler {
             }
             // Scheduling waits for the informers, and for a binding slot: the bindings in
             // flight are the backpressure on the loop.
+            self.syncing.store(!self.synced.all(), Ordering::Relaxed);
             let ready = self.synced.all() && self.binding_slots.available_permits() > 0;
             let queue = self.queue.clone();
             tokio::select! {
@@ -184,6 +196,7 @@ impl Scheduler {
                 },
             }
         }
+        self.syncing.store(false, Ordering::Relaxed);
         self.queue.close();
         flusher.abort();
         // Let the bindings in flight answer (up to a grace period) before the Lease goes to
@@ -772,11 +785,23 @@ impl Scheduler {
         });
     }
 
-    /// Deletes the victims preemption chose and tells them why.
+    /// Deletes the victims preemption chose and tells them why: an Event, and the
+    /// `DisruptionTarget` condition (reason `PreemptionByScheduler`) that Job failure
+    /// policies read, set before the deletion as upstream does. Victims already being
+    /// deleted are left alone.
     fn preempt(&self, pod: &PodInfo, result: PostFilterResult) {
         let node = result.nominated_node.unwrap_or_default();
         info!(pod = %pod.key, node = %node, victims = result.victims.len(), "preempting");
+        let scheduler_name = pod
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.scheduler_name.clone())
+            .unwrap_or_else(|| DEFAULT_SCHEDULER_NAME.to_string());
         for victim in result.victims {
+            if victim.pod.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
             self.events.pod(
                 &victim.pod,
                 EventType::Normal,
@@ -786,7 +811,14 @@ impl Scheduler {
             let api: Api<Pod> = Api::namespaced(self.client.clone(), &victim.namespace);
             let name = victim.name.clone();
             let uid = victim.uid.clone();
+            let condition = disruption_target(&victim, &scheduler_name);
             tokio::spawn(async move {
+                if let Err(error) = api.patch_status(&name, &Patch::Merge(condition)).await {
+                    if error.is_not_found() {
+                        return;
+                    }
+                    warn!(pod = %name, %error, "marking a preemption victim failed");
+                }
                 let params = DeleteParams {
                     preconditions_uid: Some(uid),
                     ..Default::default()
@@ -806,10 +838,65 @@ impl Scheduler {
     }
 }
 
+/// The status patch that adds `DisruptionTarget=True` (reason `PreemptionByScheduler`) to a
+/// victim's conditions, keeping the others.
+fn disruption_target(victim: &PodInfo, scheduler_name: &str) -> serde_json::Value {
+    let now = k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let mut list: Vec<serde_json::Value> = victim
+        .pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|c| c.type_ != "DisruptionTarget")
+        .filter_map(|c| serde_json::to_value(c).ok())
+        .collect();
+    list.push(json!({
+        "type": "DisruptionTarget",
+        "status": "True",
+        "reason": "PreemptionByScheduler",
+        "message": format!("{scheduler_name}: preempting to accommodate a higher priority pod"),
+        "lastTransitionTime": now,
+    }));
+    json!({"status": {"conditions": list}})
+}
+
 fn pod_key(pod: &Pod) -> String {
     format!(
         "{}/{}",
         pod.metadata.namespace.as_deref().unwrap_or_default(),
         pod.metadata.name.as_deref().unwrap_or_default()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::pod;
+
+    #[test]
+    fn victims_are_marked_as_disruption_targets_keeping_other_conditions() {
+        let mut p = pod("victim").build();
+        p.status = Some(k8s_openapi::api::core::v1::PodStatus {
+            conditions: Some(vec![k8s_openapi::api::core::v1::PodCondition {
+                type_: "Ready".into(),
+                status: "True".into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+        let patch = disruption_target(&PodInfo::new(Arc::new(p)), "default-scheduler");
+        let conditions = patch["status"]["conditions"].as_array().expect("list");
+        assert_eq!(conditions.len(), 2);
+        assert_eq!(conditions[0]["type"], "Ready");
+        assert_eq!(conditions[1]["type"], "DisruptionTarget");
+        assert_eq!(conditions[1]["reason"], "PreemptionByScheduler");
+        assert_eq!(
+            conditions[1]["message"],
+            "default-scheduler: preempting to accommodate a higher priority pod"
+        );
+    }
 }

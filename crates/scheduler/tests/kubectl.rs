@@ -162,7 +162,7 @@ async fn kubectl_users_see_pods_placed_by_the_rules() {
     let k = Kubectl {
         kubeconfig: kubeconfig.clone(),
     };
-    let _scheduler =
+    let scheduler =
         SchedulerProcess::spawn(scheduler_binary(), &kubeconfig, &["--leader-elect=false"])
             .await
             .expect("scheduler starts");
@@ -316,6 +316,23 @@ async fn kubectl_users_see_pods_placed_by_the_rules() {
         }
     })
     .await;
+
+    // Health, readiness and the metrics a scheduler dashboard reads.
+    assert_eq!(scheduler.http_get("/healthz").await.expect("healthz"), "ok");
+    assert_eq!(scheduler.http_get("/readyz").await.expect("readyz"), "ok");
+    let metrics = scheduler.http_get("/metrics").await.expect("metrics");
+    for needle in [
+        "scheduler_schedule_attempts_total{result=\"scheduled\",profile=\"default-scheduler\"}",
+        "scheduler_schedule_attempts_total{result=\"unschedulable\",profile=\"default-scheduler\"}",
+        "scheduler_pod_scheduling_sli_duration_seconds_bucket",
+        "scheduler_pending_pods{queue=\"unschedulable\"}",
+        "scheduler_preemption_victims_count 1",
+    ] {
+        assert!(
+            metrics.contains(needle),
+            "metrics lack {needle:?}:\n{metrics}"
+        );
+    }
 
     server.shutdown().await;
 }

@@ -693,7 +693,11 @@ impl Scheduler {
                 if self.assumed.get(&pod.key) == Some(&pod.uid) {
                     self.assumed.remove(&pod.key);
                 }
-                self.queue.add_backoff(qp);
+                if self.pending.contains(&pod.key) {
+                    self.queue.add_backoff(qp);
+                } else {
+                    self.queue.done(&pod.key);
+                }
             }
             Err(error) => {
                 // A definite refusal: forget the placement. A pod still pending (refused

@@ -386,34 +386,15 @@ fn router(
 
 /// Creates the system namespaces and priority classes that do not exist yet.
 async fn bootstrap(objects: &Objects) -> Result<(), StartError> {
-    let Some(info) = registry::lookup("", "v1", "namespaces") else {
-        return Ok(());
-    };
     for name in SYSTEM_NAMESPACES {
         let body = serde_json::json!({
             "apiVersion": "v1",
             "kind": "Namespace",
             "metadata": {"name": name},
         });
-        let body = serde_json::to_vec(&body).unwrap_or_default();
-        match objects
-            .create(info, "", &body, &WriteOptions::default())
-            .await
-        {
-            Ok(_) => tracing::info!(namespace = name, "created system namespace"),
-            Err(e) if e.reason == Reason::AlreadyExists => {}
-            Err(source) => {
-                return Err(StartError::Bootstrap {
-                    name: name.to_string(),
-                    source,
-                });
-            }
-        }
+        create_if_absent(objects, "", "namespaces", name, &body).await?;
     }
     // The two system priority classes Kubernetes creates at start.
-    let Some(info) = registry::lookup("scheduling.k8s.io", "v1", "priorityclasses") else {
-        return Ok(());
-    };
     for (name, value, description) in [
         (
             "system-node-critical",
@@ -433,19 +414,35 @@ async fn bootstrap(objects: &Objects) -> Result<(), StartError> {
             "value": value,
             "description": description,
         });
-        let body = serde_json::to_vec(&body).unwrap_or_default();
-        match objects
-            .create(info, "", &body, &WriteOptions::default())
-            .await
-        {
-            Ok(_) => tracing::info!(priority_class = name, "created system priority class"),
-            Err(e) if e.reason == Reason::AlreadyExists => {}
-            Err(source) => {
-                return Err(StartError::Bootstrap {
-                    name: name.to_string(),
-                    source,
-                });
-            }
+        create_if_absent(objects, "scheduling.k8s.io", "priorityclasses", name, &body).await?;
+    }
+    Ok(())
+}
+
+/// Creates the cluster-scoped object `body` (a `group`/`resource` named `name`) unless it
+/// exists.
+async fn create_if_absent(
+    objects: &Objects,
+    group: &str,
+    resource: &str,
+    name: &str,
+    body: &serde_json::Value,
+) -> Result<(), StartError> {
+    let Some(info) = registry::lookup(group, "v1", resource) else {
+        return Ok(());
+    };
+    let body = serde_json::to_vec(body).unwrap_or_default();
+    match objects
+        .create(info, "", &body, &WriteOptions::default())
+        .await
+    {
+        Ok(_) => tracing::info!(resource, name, "created system object"),
+        Err(e) if e.reason == Reason::AlreadyExists => {}
+        Err(source) => {
+            return Err(StartError::Bootstrap {
+                name: name.to_string(),
+                source,
+            });
         }
     }
     Ok(())

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use crate::framework::{
-    Code, CycleState, MAX_NODE_SCORE, NodeStatuses, Plugin, PostFilterResult, Status,
+    Code, CycleState, MAX_NODE_SCORE, NodeStatuses, Plugin, PostFilterResult, PreFilterPlugin,
+    Status,
 };
 use crate::node_info::{NodeInfo, PodInfo};
 use crate::snapshot::Snapshot;
@@ -130,18 +131,9 @@ impl Profile {
         node: &NodeInfo,
         snapshot: &Snapshot,
     ) -> Status {
-        for p in &self.pre_filter {
-            if state.skip_filter.contains(p.name()) {
-                continue;
-            }
-            if let Some(pf) = p.as_pre_filter() {
-                let s = pf.add_pod(state, pod, other, node, snapshot);
-                if !s.is_success() {
-                    return s.with_plugin(p.name());
-                }
-            }
-        }
-        Status::success()
+        self.each_pre_filter(state, |pf, state| {
+            pf.add_pod(state, pod, other, node, snapshot)
+        })
     }
 
     /// Tells every PreFilter plugin that `other` was removed from `node` (preemption).
@@ -153,12 +145,23 @@ impl Profile {
         node: &NodeInfo,
         snapshot: &Snapshot,
     ) -> Status {
+        self.each_pre_filter(state, |pf, state| {
+            pf.remove_pod(state, pod, other, node, snapshot)
+        })
+    }
+
+    /// Calls `f` on every PreFilter plugin not skipped this cycle; the first failure wins.
+    fn each_pre_filter(
+        &self,
+        state: &mut CycleState,
+        mut f: impl FnMut(&dyn PreFilterPlugin, &mut CycleState) -> Status,
+    ) -> Status {
         for p in &self.pre_filter {
             if state.skip_filter.contains(p.name()) {
                 continue;
             }
             if let Some(pf) = p.as_pre_filter() {
-                let s = pf.remove_pod(state, pod, other, node, snapshot);
+                let s = f(pf, state);
                 if !s.is_success() {
                     return s.with_plugin(p.name());
                 }

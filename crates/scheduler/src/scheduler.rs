@@ -731,10 +731,9 @@ impl Scheduler {
     /// `status.nominatedNodeName`), unless it already says so.
     fn mark_unschedulable(&self, pod: &PodInfo, message: &str, nominated: Option<&str>) {
         let status = pod.pod.status.as_ref();
-        let conditions = status
-            .and_then(|s| s.conditions.clone())
-            .unwrap_or_default();
-        let current = conditions.iter().find(|c| c.type_ == "PodScheduled");
+        let current = status
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|list| list.iter().find(|c| c.type_ == "PodScheduled"));
         let unchanged = current.is_some_and(|c| {
             c.status == "False"
                 && c.reason.as_deref() == Some("Unschedulable")
@@ -744,30 +743,25 @@ impl Scheduler {
         if unchanged && (nominated.is_none() || nominated == nominated_now) {
             return;
         }
-        let now = k8s_openapi::jiff::Timestamp::now()
-            .strftime("%Y-%m-%dT%H:%M:%SZ")
-            .to_string();
         let transition = match current {
             Some(c) if c.status == "False" => c
                 .last_transition_time
                 .as_ref()
-                .map(|t| t.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
-                .unwrap_or_else(|| now.clone()),
-            _ => now,
+                .map(|t| rfc3339(t.0))
+                .unwrap_or_else(now),
+            _ => now(),
         };
-        let mut list: Vec<serde_json::Value> = conditions
-            .iter()
-            .filter(|c| c.type_ != "PodScheduled")
-            .filter_map(|c| serde_json::to_value(c).ok())
-            .collect();
-        list.push(json!({
-            "type": "PodScheduled",
-            "status": "False",
-            "reason": "Unschedulable",
-            "message": message,
-            "lastProbeTime": null,
-            "lastTransitionTime": transition,
-        }));
+        let list = with_condition(
+            pod,
+            json!({
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "message": message,
+                "lastProbeTime": null,
+                "lastTransitionTime": transition,
+            }),
+        );
         // The resourceVersion makes the patch a precondition: a pod that changed meanwhile
         // (bound by the next cycle, say) is left alone rather than marked unschedulable.
         let mut patch = json!({
@@ -845,27 +839,44 @@ impl Scheduler {
 /// The status patch that adds `DisruptionTarget=True` (reason `PreemptionByScheduler`) to a
 /// victim's conditions, keeping the others.
 fn disruption_target(victim: &PodInfo, scheduler_name: &str) -> serde_json::Value {
-    let now = k8s_openapi::jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string();
-    let mut list: Vec<serde_json::Value> = victim
+    let list = with_condition(
+        victim,
+        json!({
+            "type": "DisruptionTarget",
+            "status": "True",
+            "reason": "PreemptionByScheduler",
+            "message": format!("{scheduler_name}: preempting to accommodate a higher priority pod"),
+            "lastTransitionTime": now(),
+        }),
+    );
+    json!({"status": {"conditions": list}})
+}
+
+/// The pod's conditions with `condition` in place of any of the same type: the whole list
+/// a merge patch of `status.conditions` must carry (merge patches replace lists).
+fn with_condition(pod: &PodInfo, condition: serde_json::Value) -> Vec<serde_json::Value> {
+    let mut list: Vec<serde_json::Value> = pod
         .pod
         .status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .into_iter()
         .flatten()
-        .filter(|c| c.type_ != "DisruptionTarget")
+        .filter(|c| condition["type"] != c.type_.as_str())
         .filter_map(|c| serde_json::to_value(c).ok())
         .collect();
-    list.push(json!({
-        "type": "DisruptionTarget",
-        "status": "True",
-        "reason": "PreemptionByScheduler",
-        "message": format!("{scheduler_name}: preempting to accommodate a higher priority pod"),
-        "lastTransitionTime": now,
-    }));
-    json!({"status": {"conditions": list}})
+    list.push(condition);
+    list
+}
+
+/// A timestamp as Kubernetes writes it (RFC 3339, seconds, UTC).
+fn rfc3339(t: k8s_openapi::jiff::Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// Now, as Kubernetes writes it.
+fn now() -> String {
+    rfc3339(k8s_openapi::jiff::Timestamp::now())
 }
 
 fn pod_key(pod: &Pod) -> String {

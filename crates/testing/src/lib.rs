@@ -122,19 +122,7 @@ impl ApiserverProcess {
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
-        let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-            .await
-            .map_err(|_| anyhow::anyhow!("apiserver did not report its address within 60s"))??
-            .ok_or_else(|| anyhow::anyhow!("apiserver exited before listening"))?;
-        let addr = line
-            .strip_prefix("listening on ")
-            .ok_or_else(|| anyhow::anyhow!("unexpected first line {line:?}"))?
-            .parse()?;
+        let addr = reported_address(&mut child, "apiserver", "listening on ").await?;
         Ok(ApiserverProcess {
             child,
             addr,
@@ -193,6 +181,28 @@ impl ApiserverProcess {
     }
 }
 
+/// The address a daemon prints as the first line of its stdout (`{prefix}ADDR`), waited
+/// for up to 60 s.
+async fn reported_address(
+    child: &mut tokio::process::Child,
+    daemon: &str,
+    prefix: &str,
+) -> anyhow::Result<std::net::SocketAddr> {
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .map_err(|_| anyhow::anyhow!("{daemon} did not report its address within 60s"))??
+        .ok_or_else(|| anyhow::anyhow!("{daemon} exited before reporting its address"))?;
+    Ok(line
+        .strip_prefix(prefix)
+        .ok_or_else(|| anyhow::anyhow!("unexpected first line {line:?}"))?
+        .parse()?)
+}
+
 /// The `rkube-apiserver` binary built beside the running executable (tests and benches live
 /// in the same target directory).
 pub fn apiserver_binary() -> PathBuf {
@@ -234,19 +244,8 @@ impl SchedulerProcess {
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
-        let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-            .await
-            .map_err(|_| anyhow::anyhow!("scheduler did not report its address within 60s"))??
-            .ok_or_else(|| anyhow::anyhow!("scheduler exited before serving"))?;
-        let http_addr = line
-            .strip_prefix("serving health and metrics on ")
-            .ok_or_else(|| anyhow::anyhow!("unexpected first line {line:?}"))?
-            .parse()?;
+        let http_addr =
+            reported_address(&mut child, "scheduler", "serving health and metrics on ").await?;
         Ok(SchedulerProcess { child, http_addr })
     }
 

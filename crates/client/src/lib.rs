@@ -38,6 +38,7 @@
 
 pub mod api;
 pub mod backoff;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod controller;

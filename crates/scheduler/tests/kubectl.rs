@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rkube_testing::{SchedulerProcess, TestApiserver, eventually};
+use rkube_testing::{DaemonProcess, TestApiserver, eventually};
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
@@ -163,7 +163,7 @@ async fn kubectl_users_see_pods_placed_by_the_rules() {
         kubeconfig: kubeconfig.clone(),
     };
     let scheduler =
-        SchedulerProcess::spawn(scheduler_binary(), &kubeconfig, &["--leader-elect=false"])
+        DaemonProcess::spawn(scheduler_binary(), &kubeconfig, &["--leader-elect=false"])
             .await
             .expect("scheduler starts");
 

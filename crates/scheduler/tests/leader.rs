@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use rkube_client::watcher::{self, Event};
 use rkube_client::{Api, Patch, WatchStreamExt};
 use rkube_scheduler::testing::{node, pod};
-use rkube_testing::{SchedulerProcess, TestApiserver, eventually};
+use rkube_testing::{DaemonProcess, TestApiserver, eventually};
 use serde_json::json;
 
 const LEASE: Duration = Duration::from_secs(3);
@@ -56,9 +56,9 @@ async fn killing_the_leader_hands_over_and_no_pod_is_bound_twice() {
             "500ms",
         ]
     };
-    let mut schedulers: HashMap<String, SchedulerProcess> = HashMap::new();
+    let mut schedulers: HashMap<String, DaemonProcess> = HashMap::new();
     for id in ["sched-a", "sched-b"] {
-        let p = SchedulerProcess::spawn(binary, &kubeconfig, &flags(id))
+        let p = DaemonProcess::spawn(binary, &kubeconfig, &flags(id))
             .await
             .expect("scheduler starts");
         schedulers.insert(id.to_string(), p);

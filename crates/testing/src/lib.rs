@@ -8,6 +8,14 @@ use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+pub mod cluster;
+pub mod fake_nodes;
+pub mod kubectl;
+
+pub use cluster::{Cluster, ClusterOptions};
+pub use fake_nodes::FakeNodes;
+pub use kubectl::Kubectl;
+
 pub use rkube_apiserver::Options;
 
 /// An apiserver running inside the test process.
@@ -220,14 +228,16 @@ pub fn sibling_binary(name: &str) -> PathBuf {
     dir.join(name)
 }
 
-/// An `rkube-scheduler` process, killed when dropped.
-pub struct SchedulerProcess {
+/// A daemon process (`rkube-scheduler`, `rkube-controller-manager`) that serves
+/// `/healthz` and `/metrics` and prints `serving health and metrics on ADDR` first; killed
+/// when dropped.
+pub struct DaemonProcess {
     child: tokio::process::Child,
     /// Where it serves `/healthz` and `/metrics`.
     pub http_addr: std::net::SocketAddr,
 }
 
-impl SchedulerProcess {
+impl DaemonProcess {
     /// Starts `binary` with `kubeconfig`, its HTTP endpoints on a free port, and `extra`
     /// flags; returns once it serves them.
     pub async fn spawn(binary: &Path, kubeconfig: &Path, extra: &[&str]) -> anyhow::Result<Self> {
@@ -245,8 +255,8 @@ impl SchedulerProcess {
             .kill_on_drop(true)
             .spawn()?;
         let http_addr =
-            reported_address(&mut child, "scheduler", "serving health and metrics on ").await?;
-        Ok(SchedulerProcess { child, http_addr })
+            reported_address(&mut child, "daemon", "serving health and metrics on ").await?;
+        Ok(DaemonProcess { child, http_addr })
     }
 
     /// The body of `GET path` on its HTTP endpoint.

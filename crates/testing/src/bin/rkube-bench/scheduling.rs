@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use futures::StreamExt;
 use rkube_rpc::v1::{self, ResourceRef};
-use rkube_testing::{ApiserverProcess, SchedulerProcess};
+use rkube_testing::{ApiserverProcess, DaemonProcess};
 use serde_json::{Value, json};
 
 use crate::{median_f64, ms, percentile};
@@ -172,7 +172,7 @@ async fn run_once(
     );
 
     let sched =
-        SchedulerProcess::spawn(scheduler, &server.kubeconfig(), &["--leader-elect=false"]).await?;
+        DaemonProcess::spawn(scheduler, &server.kubeconfig(), &["--leader-elect=false"]).await?;
 
     // Watch for bindings from before the first pod exists.
     let bound: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();

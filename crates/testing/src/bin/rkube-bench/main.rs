@@ -3,7 +3,9 @@
 //! - `creates`: durable creates per second and p50/p99 latency at 1, 16 and 256 clients;
 //! - `watch`: delay from a write's acknowledgement to its event at each of 1,000 watchers;
 //! - `memory`: resident memory idle with an empty store, and with 10,000 pods stored;
-//! - `scheduling`: the scheduler_perf scenarios through a real apiserver and scheduler.
+//! - `scheduling`: the scheduler_perf scenarios through a real apiserver and scheduler;
+//! - `controllers`: a Deployment of 1,000 replicas created and rolled out through the real
+//!   daemons, and the controller manager's memory with 10,000 pods.
 //!
 //! Build with `cargo build --release -p rkube-apiserver -p rkube-testing` and run
 //! `target/release/rkube-bench all` (see `docs/benchmarks.md`).
@@ -20,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
+mod controllers;
 mod scheduling;
 
 #[derive(Parser)]
@@ -61,7 +64,21 @@ enum What {
         #[arg(long, value_enum, default_value_t = scheduling::Scenario::Basic)]
         scenario: scheduling::Scenario,
     },
-    /// All of the above but scheduling.
+    /// A Deployment of `replicas` created and rolled out through a real apiserver,
+    /// scheduler and controller manager on fake nodes; the controller manager's memory
+    /// with `memory_pods` pods.
+    Controllers {
+        /// Fake nodes in the cluster.
+        #[arg(long, default_value_t = 100)]
+        nodes: usize,
+        /// Replicas of the Deployment.
+        #[arg(long, default_value_t = 1000)]
+        replicas: usize,
+        /// Pods in the cluster when memory is measured.
+        #[arg(long, default_value_t = 10000)]
+        memory_pods: usize,
+    },
+    /// All of the above but scheduling and controllers.
     All,
 }
 
@@ -498,6 +515,20 @@ async fn main() -> Result<()> {
         } => {
             let scheduler = rkube_testing::sibling_binary("rkube-scheduler");
             scheduling::scheduling(&binary, &scheduler, nodes, pods, scenario, args.runs).await?
+        }
+        What::Controllers {
+            nodes,
+            replicas,
+            memory_pods,
+        } => {
+            let scheduler = rkube_testing::sibling_binary("rkube-scheduler");
+            let controller_manager = rkube_testing::sibling_binary("rkube-controller-manager");
+            let binaries = controllers::Binaries {
+                apiserver: &binary,
+                scheduler: &scheduler,
+                controller_manager: &controller_manager,
+            };
+            controllers::controllers(&binaries, nodes, replicas, memory_pods, args.runs).await?
         }
         What::All => {
             memory(&binary).await?;

@@ -72,7 +72,10 @@ pub fn apply(group: &str, kind: &str, obj: &mut Value) {
             );
             template(spec);
         }
-        ("batch", "Job") => job_spec(child(obj, "spec")),
+        ("batch", "Job") => {
+            job_selector(obj);
+            job_spec(child(obj, "spec"));
+        }
         ("batch", "CronJob") => {
             let spec = child(obj, "spec");
             default(spec, "concurrencyPolicy", json!("Allow"));
@@ -91,10 +94,45 @@ fn template(spec: &mut Value) {
     }
 }
 
+/// Upstream's `generateSelector`: unless `manualSelector`, the template gets the Job's name
+/// and uid as labels and the selector picks the uid (the object's uid is set by now).
+fn job_selector(obj: &mut Value) {
+    let uid = obj["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let name = obj["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let spec = child(obj, "spec");
+    if spec["manualSelector"] == true || uid.is_empty() {
+        return;
+    }
+    let labels = child(child(child(spec, "template"), "metadata"), "labels");
+    for (key, value) in [
+        ("controller-uid", &uid),
+        ("batch.kubernetes.io/controller-uid", &uid),
+        ("job-name", &name),
+        ("batch.kubernetes.io/job-name", &name),
+    ] {
+        default(labels, key, json!(value));
+    }
+    if spec.get("selector").is_none_or(Value::is_null) {
+        spec["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
+    }
+}
+
 fn job_spec(spec: &mut Value) {
     let indexed = spec["completionMode"] == "Indexed";
+    // Completions default to 1 only when neither is set: a Job with parallelism alone is a
+    // work queue, done when any pod succeeds.
+    if spec.get("completions").is_none_or(Value::is_null)
+        && spec.get("parallelism").is_none_or(Value::is_null)
+    {
+        spec["completions"] = json!(1);
+    }
     default(spec, "parallelism", json!(1));
-    default(spec, "completions", json!(1));
     default(spec, "backoffLimit", json!(6));
     default(
         spec,
@@ -182,6 +220,29 @@ mod tests {
             pod["spec"]["containers"][1]["imagePullPolicy"],
             "IfNotPresent"
         );
+    }
+
+    #[test]
+    fn jobs_get_a_generated_selector_and_completions_only_without_parallelism() {
+        let mut job = json!({"metadata": {"name": "pi", "uid": "u1"},
+            "spec": {"parallelism": 3, "template": {"spec": {}}}});
+        apply("batch", "Job", &mut job);
+        assert_eq!(
+            job["spec"]["selector"],
+            json!({"matchLabels": {"batch.kubernetes.io/controller-uid": "u1"}})
+        );
+        let labels = &job["spec"]["template"]["metadata"]["labels"];
+        assert_eq!(labels["job-name"], "pi");
+        assert_eq!(labels["controller-uid"], "u1");
+        assert!(job["spec"]["completions"].is_null(), "a work-queue job");
+        let mut manual = json!({"metadata": {"name": "m", "uid": "u2"},
+            "spec": {"manualSelector": true, "selector": {"matchLabels": {"a": "b"}}}});
+        apply("batch", "Job", &mut manual);
+        assert_eq!(
+            manual["spec"]["selector"],
+            json!({"matchLabels": {"a": "b"}})
+        );
+        assert_eq!(manual["spec"]["completions"], 1);
     }
 
     #[test]

@@ -247,9 +247,14 @@ impl rkube_rpc::Resources for GrpcService {
                     ));
                 }
             };
+            let mut patch = req.patch.clone();
             let part = match req.subresource.as_str() {
                 "" => Part::Main,
                 "status" if info.has_status() => Part::Status,
+                "finalize" if info.has_subresource("finalize") => {
+                    patch = finalize_patch(kind, &req.patch)?;
+                    Part::Main
+                }
                 other => {
                     return Err(ApiError::not_found(
                         info.group,
@@ -265,7 +270,7 @@ impl rkube_rpc::Resources for GrpcService {
                 field_validation: FieldValidation::Ignore,
             };
             self.objects
-                .patch(info, &ns, &req.name, kind, &req.patch, part, &opts)
+                .patch(info, &ns, &req.name, kind, &patch, part, &opts)
                 .await
         }
         .await;
@@ -342,6 +347,30 @@ impl GrpcService {
         self.observe(verb, &resource_name(req.resource.as_ref()), start, &result);
         written(result)
     }
+}
+
+/// A `namespaces/{name}/finalize` write as a merge patch of the namespace that touches
+/// `spec.finalizers` only (and keeps a `metadata.resourceVersion` precondition), as the
+/// REST face's `PUT .../finalize` does; the namespace is deleted when its last finalizer
+/// goes. Only merge patches are accepted.
+fn finalize_patch(kind: PatchKind, body: &[u8]) -> Result<bytes::Bytes, ApiError> {
+    if kind != PatchKind::Merge {
+        return Err(ApiError::bad_request(
+            "namespaces/finalize takes a merge patch of spec.finalizers",
+        ));
+    }
+    let patch: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("unable to decode patch: {e}")))?;
+    let Some(finalizers) = patch["spec"].get("finalizers") else {
+        return Err(ApiError::bad_request(
+            "namespaces/finalize takes a merge patch of spec.finalizers",
+        ));
+    };
+    let mut only = serde_json::json!({"spec": {"finalizers": finalizers}});
+    if let Some(rv) = patch["metadata"].get("resourceVersion") {
+        only["metadata"] = serde_json::json!({"resourceVersion": rv});
+    }
+    Ok(serde_json::to_vec(&only).unwrap_or_default().into())
 }
 
 /// The pod name, the node and the pod UID (if given) of a v1 `Binding` body; 422 without a

@@ -3,6 +3,7 @@
 //! delete, with admission (defaults, system fields, validation) on every write.
 
 mod admission;
+mod default_tolerations;
 
 use crate::caches::Caches;
 use crate::defaults;
@@ -351,6 +352,7 @@ impl Objects {
         if info.group.is_empty() && info.kind == "Pod" {
             obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(&obj)});
             self.admit_priority(&name, &mut obj).await?;
+            default_tolerations::admit(&mut obj);
         }
         let (mut obj, warnings) = prune_unknown(info, &name, obj, opts.field_validation)?;
         if obj["metadata"]["managedFields"].is_null() {

@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod error;
 pub mod expectations;
 pub mod informer;
+pub mod metadata;
 pub mod metrics;
 pub mod ownership;
 pub mod pods;

@@ -91,13 +91,12 @@ impl Claimant {
                     }
                 }
                 Some(_) => {}
-                None => {
-                    if matches && !self.deleting && meta.deletion_timestamp.is_none() {
-                        if let Some(adopted) = adopt(client, &*obj, &self.owner).await? {
-                            claimed.push(Arc::new(adopted));
-                        }
+                None if matches && !self.deleting && meta.deletion_timestamp.is_none() => {
+                    if let Some(adopted) = adopt(client, &*obj, &self.owner).await? {
+                        claimed.push(Arc::new(adopted));
                     }
                 }
+                None => {}
             }
         }
         Ok(claimed)

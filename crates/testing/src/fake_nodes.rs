@@ -85,9 +85,14 @@ impl FakeNodes {
 
     /// Registers one more Ready node and starts its fake kubelet.
     pub async fn add_node(&self, name: &str) -> anyhow::Result<()> {
-        register(&self.client, name, lock(&self.shared.live).len()).await?;
+        // Live before the Node exists, so a pod bound the moment it appears is started.
+        let index = {
+            let mut live = lock(&self.shared.live);
+            live.insert(name.to_string());
+            live.len() - 1
+        };
+        register(&self.client, name, index).await?;
         renew(&self.client, name).await?;
-        lock(&self.shared.live).insert(name.to_string());
         Ok(())
     }
 

@@ -11,6 +11,7 @@ pub mod normalize;
 pub mod printers;
 pub mod quantity;
 pub mod registry;
+pub mod scheduling;
 pub mod selector;
 pub mod status;
 pub mod strategic;

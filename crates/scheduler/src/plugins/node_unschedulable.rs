@@ -6,10 +6,11 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Taint, Toleration};
+use rkube_types::scheduling::tolerations_tolerate;
 
 use crate::framework::{CycleState, FilterPlugin, Plugin, Status};
 use crate::node_info::{NodeInfo, PodInfo};
-use crate::plugins::taint_toleration::{EFFECT_NO_SCHEDULE, tolerates};
+use crate::plugins::taint_toleration::EFFECT_NO_SCHEDULE;
 
 /// The plugin's name in configuration.
 pub const NAME: &str = "NodeUnschedulable";
@@ -29,7 +30,7 @@ fn tolerates_unschedulable(tolerations: &[Toleration]) -> bool {
         value: None,
         time_added: None,
     };
-    tolerates(tolerations, &taint)
+    tolerations_tolerate(tolerations, &taint)
 }
 
 /// The NodeUnschedulable plugin.

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Pod, TopologySpreadConstraint};
+use rkube_types::scheduling::tolerations_tolerate;
 use rkube_types::selector::{LabelSelector, Operator, Requirement, SelectorError};
 use serde::Deserialize;
 
@@ -20,7 +21,6 @@ use crate::framework::{
 };
 use crate::node_info::{Labels, MatchMemo, NodeInfo, PodInfo};
 use crate::plugins::node_affinity::RequiredNodeAffinity;
-use crate::plugins::taint_toleration::tolerates;
 use crate::snapshot::Snapshot;
 
 /// The plugin's name in configuration.
@@ -198,7 +198,7 @@ fn tolerates_node(pod: &Pod, node: &NodeInfo) -> bool {
     node.taints
         .iter()
         .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
-        .all(|t| tolerates(tolerations, t))
+        .all(|t| tolerations_tolerate(tolerations, t))
 }
 
 /// Evaluates the node inclusion policies of every constraint on one node at once: whether the
@@ -224,7 +224,7 @@ impl<'a> Inclusion<'a> {
     /// `(affinity_ok, taints_ok)` for the node.
     fn check(&self, node: &NodeInfo) -> (bool, bool) {
         (
-            !self.any_affinity || self.affinity.matches(node),
+            !self.any_affinity || self.affinity.matches(&node.labels, &node.name),
             !self.any_taints || tolerates_node(self.pod, node),
         )
     }

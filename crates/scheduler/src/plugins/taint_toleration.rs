@@ -3,12 +3,14 @@
 //! `PreferNoSchedule` taints make it less attractive to pods that do not tolerate them
 //! (Score: the fewer intolerable `PreferNoSchedule` taints, the higher the score).
 //!
-//! The toleration matching ([`tolerates`]) is upstream's `Toleration.ToleratesTaint`, shared
-//! with the plugins that check single well-known taints (NodeUnschedulable).
+//! The toleration matching is upstream's `Toleration.ToleratesTaint`, from
+//! `rkube_types::scheduling`, shared with the plugins that check single well-known taints
+//! (NodeUnschedulable), PodTopologySpread's `nodeTaintsPolicy` and the controllers.
 
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Taint, Toleration};
+use rkube_types::scheduling::tolerations_tolerate;
 
 use crate::framework::{
     CycleState, FilterPlugin, MAX_NODE_SCORE, Plugin, PreScorePlugin, ScorePlugin, Status,
@@ -26,34 +28,6 @@ pub const EFFECT_NO_SCHEDULE: &str = "NoSchedule";
 pub const EFFECT_NO_EXECUTE: &str = "NoExecute";
 /// The effect of a taint that the scheduler tries, but does not promise, to respect.
 pub const EFFECT_PREFER_NO_SCHEDULE: &str = "PreferNoSchedule";
-
-/// Whether one toleration tolerates `taint`, as upstream's `Toleration.ToleratesTaint`:
-/// an empty effect matches every effect, an empty key matches every key, and the operator
-/// (`Equal` when unset) compares the values (`Exists` matches any value). An unknown operator
-/// tolerates nothing.
-pub fn toleration_tolerates(toleration: &Toleration, taint: &Taint) -> bool {
-    let effect = toleration.effect.as_deref().unwrap_or_default();
-    if !effect.is_empty() && effect != taint.effect {
-        return false;
-    }
-    let key = toleration.key.as_deref().unwrap_or_default();
-    if !key.is_empty() && key != taint.key {
-        return false;
-    }
-    match toleration.operator.as_deref().unwrap_or_default() {
-        "" | "Equal" => {
-            toleration.value.as_deref().unwrap_or_default()
-                == taint.value.as_deref().unwrap_or_default()
-        }
-        "Exists" => true,
-        _ => false,
-    }
-}
-
-/// Whether any of `tolerations` tolerates `taint` (upstream's `TolerationsTolerateTaint`).
-pub fn tolerates(tolerations: &[Toleration], taint: &Taint) -> bool {
-    tolerations.iter().any(|t| toleration_tolerates(t, taint))
-}
 
 /// The pod's `spec.tolerations`.
 fn pod_tolerations(pod: &PodInfo) -> &[Toleration] {
@@ -78,7 +52,7 @@ fn untolerated_reason(taint: &Taint) -> String {
 fn count_intolerable_prefer_no_schedule(taints: &[Taint], tolerations: &[Toleration]) -> i64 {
     taints
         .iter()
-        .filter(|t| t.effect == EFFECT_PREFER_NO_SCHEDULE && !tolerates(tolerations, t))
+        .filter(|t| t.effect == EFFECT_PREFER_NO_SCHEDULE && !tolerations_tolerate(tolerations, t))
         .count() as i64
 }
 
@@ -115,7 +89,7 @@ impl FilterPlugin for TaintToleration {
         // Upstream reports the first untolerated taint in the node's order.
         let untolerated = node.taints.iter().find(|t| {
             (t.effect == EFFECT_NO_SCHEDULE || t.effect == EFFECT_NO_EXECUTE)
-                && !tolerates(tolerations, t)
+                && !tolerations_tolerate(tolerations, t)
         });
         match untolerated {
             Some(taint) => Status::unresolvable(untolerated_reason(taint)),
@@ -185,113 +159,8 @@ mod tests {
         PodInfo::new(Arc::new(p))
     }
 
-    fn taint(key: &str, value: &str, effect: &str) -> Taint {
-        Taint {
-            key: key.to_string(),
-            value: (!value.is_empty()).then(|| value.to_string()),
-            effect: effect.to_string(),
-            time_added: None,
-        }
-    }
-
-    fn toleration(key: &str, operator: &str, value: &str, effect: &str) -> Toleration {
-        let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
-        Toleration {
-            key: opt(key),
-            operator: opt(operator),
-            value: opt(value),
-            effect: opt(effect),
-            toleration_seconds: None,
-        }
-    }
-
     fn filter(p: &PodInfo, n: &NodeInfo) -> Status {
         TaintToleration.filter(&CycleState::new(), p, n)
-    }
-
-    #[test]
-    fn equal_operator_compares_key_value_and_effect() {
-        let t = taint("dedicated", "gpu", EFFECT_NO_SCHEDULE);
-        assert!(toleration_tolerates(
-            &toleration("dedicated", "Equal", "gpu", EFFECT_NO_SCHEDULE),
-            &t
-        ));
-        // The operator defaults to Equal.
-        assert!(toleration_tolerates(
-            &toleration("dedicated", "", "gpu", EFFECT_NO_SCHEDULE),
-            &t
-        ));
-        assert!(!toleration_tolerates(
-            &toleration("dedicated", "Equal", "cpu", EFFECT_NO_SCHEDULE),
-            &t
-        ));
-        assert!(!toleration_tolerates(
-            &toleration("other", "Equal", "gpu", EFFECT_NO_SCHEDULE),
-            &t
-        ));
-        assert!(!toleration_tolerates(
-            &toleration("dedicated", "Equal", "gpu", EFFECT_NO_EXECUTE),
-            &t
-        ));
-    }
-
-    #[test]
-    fn exists_with_empty_key_tolerates_every_taint() {
-        let everything = toleration("", "Exists", "", "");
-        for effect in [
-            EFFECT_NO_SCHEDULE,
-            EFFECT_NO_EXECUTE,
-            EFFECT_PREFER_NO_SCHEDULE,
-        ] {
-            assert!(toleration_tolerates(&everything, &taint("a", "b", effect)));
-            assert!(toleration_tolerates(&everything, &taint("c", "", effect)));
-        }
-        // Exists with an empty key but an effect tolerates every key of that effect only.
-        let no_exec = toleration("", "Exists", "", EFFECT_NO_EXECUTE);
-        assert!(toleration_tolerates(
-            &no_exec,
-            &taint("a", "b", EFFECT_NO_EXECUTE)
-        ));
-        assert!(!toleration_tolerates(
-            &no_exec,
-            &taint("a", "b", EFFECT_NO_SCHEDULE)
-        ));
-    }
-
-    #[test]
-    fn empty_effect_tolerates_all_effects_of_the_key() {
-        let t = toleration("k", "Exists", "", "");
-        for effect in [
-            EFFECT_NO_SCHEDULE,
-            EFFECT_NO_EXECUTE,
-            EFFECT_PREFER_NO_SCHEDULE,
-        ] {
-            assert!(toleration_tolerates(&t, &taint("k", "v", effect)));
-        }
-        assert!(!toleration_tolerates(
-            &t,
-            &taint("other", "v", EFFECT_NO_SCHEDULE)
-        ));
-    }
-
-    #[test]
-    fn equal_with_empty_value_matches_a_taint_without_value() {
-        assert!(toleration_tolerates(
-            &toleration("k", "Equal", "", EFFECT_NO_SCHEDULE),
-            &taint("k", "", EFFECT_NO_SCHEDULE)
-        ));
-        assert!(!toleration_tolerates(
-            &toleration("k", "Equal", "", EFFECT_NO_SCHEDULE),
-            &taint("k", "v", EFFECT_NO_SCHEDULE)
-        ));
-    }
-
-    #[test]
-    fn unknown_operator_tolerates_nothing() {
-        assert!(!toleration_tolerates(
-            &toleration("k", "Gt", "1", ""),
-            &taint("k", "1", EFFECT_NO_SCHEDULE)
-        ));
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! `NoSchedule`/`NoExecute` taint is tolerated — counting the tolerations every daemon pod
 //! gets (not-ready and unreachable `NoExecute`; disk, memory and PID pressure and
 //! unschedulable `NoSchedule`; network-unavailable for host-network pods). A pod already
-//! running stays while only `NoSchedule` taints are untolerated.
+//! running stays while only `NoSchedule` taints are untolerated. Taint and affinity
+//! matching is the scheduler's own, from `rkube_types::scheduling`.
 //!
 //! Daemon pods are pinned to their node by a required node affinity on `metadata.name`
 //! (`matchFields`), which the scheduler honours when it binds them.
@@ -19,7 +20,8 @@ use k8s_openapi::api::core::v1::{
     Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
     PodSpec, Taint, Toleration,
 };
-use rkube_types::selector::{Operator, Requirement};
+use rkube_types::scheduling::node_affinity::{self, RequiredNodeAffinity};
+use rkube_types::scheduling::tolerations_tolerate;
 
 use crate::pods;
 
@@ -39,7 +41,7 @@ pub const TAINT_UNSCHEDULABLE: &str = "node.kubernetes.io/unschedulable";
 pub const TAINT_NETWORK_UNAVAILABLE: &str = "node.kubernetes.io/network-unavailable";
 
 /// The node field a daemon pod's node affinity names.
-pub const NODE_NAME_FIELD: &str = "metadata.name";
+pub const NODE_NAME_FIELD: &str = node_affinity::NODE_NAME_FIELD;
 
 const NO_SCHEDULE: &str = "NoSchedule";
 const NO_EXECUTE: &str = "NoExecute";
@@ -130,26 +132,6 @@ pub fn target_node(pod: &Pod) -> Option<&str> {
         })
 }
 
-/// Whether `toleration` tolerates `taint` (upstream's `Toleration.ToleratesTaint`).
-pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
-    let effect = toleration.effect.as_deref().unwrap_or_default();
-    if !effect.is_empty() && effect != taint.effect {
-        return false;
-    }
-    let key = toleration.key.as_deref().unwrap_or_default();
-    if !key.is_empty() && key != taint.key {
-        return false;
-    }
-    match toleration.operator.as_deref().unwrap_or_default() {
-        "" | "Equal" => {
-            toleration.value.as_deref().unwrap_or_default()
-                == taint.value.as_deref().unwrap_or_default()
-        }
-        "Exists" => true,
-        _ => false,
-    }
-}
-
 /// Whether some taint of `taints` that `effect_applies` to is tolerated by none of
 /// `tolerations`.
 fn has_untolerated(
@@ -160,49 +142,7 @@ fn has_untolerated(
     taints
         .iter()
         .filter(|t| effect_applies(&t.effect))
-        .any(|taint| !tolerations.iter().any(|t| tolerates(t, taint)))
-}
-
-/// One `matchExpressions` entry as a label requirement; `None` when it is invalid.
-fn label_requirement(r: &NodeSelectorRequirement) -> Option<Requirement> {
-    let operator = match r.operator.as_str() {
-        "In" => Operator::In,
-        "NotIn" => Operator::NotIn,
-        "Exists" => Operator::Exists,
-        "DoesNotExist" => Operator::DoesNotExist,
-        "Gt" => Operator::GreaterThan,
-        "Lt" => Operator::LessThan,
-        _ => return None,
-    };
-    Requirement::new(r.key.as_str(), operator, r.values.iter().flatten().cloned()).ok()
-}
-
-/// Whether one `matchFields` entry holds for the node named `node`; only `metadata.name`
-/// exists, any other field reads as empty. An invalid entry never holds.
-fn field_matches(r: &NodeSelectorRequirement, node: &str) -> bool {
-    let actual = if r.key == NODE_NAME_FIELD { node } else { "" };
-    match (r.operator.as_str(), r.values.as_deref()) {
-        ("In", Some([value])) => actual == value,
-        ("NotIn", Some([value])) => actual != value,
-        _ => false,
-    }
-}
-
-/// Whether a node selector term holds for `node`: every expression and every field. Terms
-/// with neither select nothing.
-fn term_matches(term: &NodeSelectorTerm, node: &Node) -> bool {
-    let exprs = term.match_expressions.as_deref().unwrap_or_default();
-    let fields = term.match_fields.as_deref().unwrap_or_default();
-    if exprs.is_empty() && fields.is_empty() {
-        return false;
-    }
-    let empty = BTreeMap::new();
-    let labels = node.metadata.labels.as_ref().unwrap_or(&empty);
-    let name = node.metadata.name.as_deref().unwrap_or_default();
-    exprs
-        .iter()
-        .all(|e| label_requirement(e).is_some_and(|r| r.matches(labels)))
-        && fields.iter().all(|f| field_matches(f, name))
+        .any(|taint| !tolerations_tolerate(tolerations, taint))
 }
 
 /// Whether `spec`'s `nodeSelector` and required node affinity select `node` (upstream's
@@ -210,26 +150,8 @@ fn term_matches(term: &NodeSelectorTerm, node: &Node) -> bool {
 pub fn fits_node_affinity(spec: &PodSpec, node: &Node) -> bool {
     let empty = BTreeMap::new();
     let labels = node.metadata.labels.as_ref().unwrap_or(&empty);
-    if let Some(selector) = &spec.node_selector
-        && !selector.iter().all(|(k, v)| labels.get(k) == Some(v))
-    {
-        return false;
-    }
-    let required = spec
-        .affinity
-        .as_ref()
-        .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|a| {
-            a.required_during_scheduling_ignored_during_execution
-                .as_ref()
-        });
-    match required {
-        None => true,
-        Some(selector) => selector
-            .node_selector_terms
-            .iter()
-            .any(|t| term_matches(t, node)),
-    }
+    let name = node.metadata.name.as_deref().unwrap_or_default();
+    RequiredNodeAffinity::from_spec(spec).matches(labels, name)
 }
 
 /// What a node means for a DaemonSet.

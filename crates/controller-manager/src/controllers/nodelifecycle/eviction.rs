@@ -1,8 +1,9 @@
 //! Taint-based eviction decisions (upstream's `pkg/controller/tainteviction`): when a pod on
 //! a node with `NoExecute` taints must go.
 //!
-//! Each `NoExecute` taint is matched against the pod's tolerations; the first toleration
-//! that tolerates it decides, as upstream's `GetMatchingTolerations`:
+//! Each `NoExecute` taint is matched against the pod's tolerations (upstream's
+//! `Toleration.ToleratesTaint`, from `rkube_types::scheduling`); the first toleration that
+//! tolerates it decides, as upstream's `GetMatchingTolerations`:
 //!
 //! - no toleration tolerates it: the pod is evicted at once;
 //! - the toleration has no `tolerationSeconds`: the taint is tolerated for good;
@@ -16,6 +17,7 @@
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::{Taint, Toleration};
+use rkube_types::scheduling::tolerates;
 
 /// When a pod is to be evicted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,28 +28,6 @@ pub enum Eviction {
     Now,
     /// At this moment, when the shortest toleration runs out.
     At(Timestamp),
-}
-
-/// Whether `toleration` tolerates `taint` (upstream's `Toleration.ToleratesTaint`): an empty
-/// effect or key matches any, `Exists` matches any value, `Equal` (or no operator) the same
-/// value.
-pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
-    let effect = toleration.effect.as_deref().unwrap_or_default();
-    if !effect.is_empty() && effect != taint.effect {
-        return false;
-    }
-    let key = toleration.key.as_deref().unwrap_or_default();
-    if !key.is_empty() && key != taint.key {
-        return false;
-    }
-    match toleration.operator.as_deref().unwrap_or_default() {
-        "" | "Equal" => {
-            toleration.value.as_deref().unwrap_or_default()
-                == taint.value.as_deref().unwrap_or_default()
-        }
-        "Exists" => true,
-        _ => false,
-    }
 }
 
 /// When a pod with `tolerations`, created at `created`, must leave a node whose `NoExecute`
@@ -108,70 +88,6 @@ mod tests {
             value: opt(value),
             effect: opt(effect),
             toleration_seconds: seconds,
-        }
-    }
-
-    #[test]
-    fn toleration_matching_follows_upstream() {
-        let unreachable = taint("node.kubernetes.io/unreachable", None);
-        let dedicated = taint("dedicated", Some("db"));
-        let cases = [
-            (
-                toleration(
-                    "node.kubernetes.io/unreachable",
-                    "Exists",
-                    "",
-                    "NoExecute",
-                    None,
-                ),
-                &unreachable,
-                true,
-            ),
-            (
-                toleration(
-                    "node.kubernetes.io/unreachable",
-                    "Exists",
-                    "",
-                    "NoSchedule",
-                    None,
-                ),
-                &unreachable,
-                false,
-            ),
-            (toleration("", "Exists", "", "", None), &dedicated, true),
-            (
-                toleration("", "Exists", "", "NoExecute", None),
-                &dedicated,
-                true,
-            ),
-            (
-                toleration("dedicated", "Equal", "db", "", None),
-                &dedicated,
-                true,
-            ),
-            (
-                toleration("dedicated", "", "db", "NoExecute", None),
-                &dedicated,
-                true,
-            ),
-            (
-                toleration("dedicated", "Equal", "web", "", None),
-                &dedicated,
-                false,
-            ),
-            (
-                toleration("other", "Exists", "", "", None),
-                &dedicated,
-                false,
-            ),
-            (
-                toleration("dedicated", "Lt", "db", "", None),
-                &dedicated,
-                false,
-            ),
-        ];
-        for (tol, taint, want) in cases {
-            assert_eq!(tolerates(&tol, taint), want, "{tol:?} vs {taint:?}");
         }
     }
 

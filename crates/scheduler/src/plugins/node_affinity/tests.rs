@@ -355,13 +355,15 @@ fn filter_without_pre_filter_parses_on_the_fly() {
 fn required_node_affinity_is_reusable() {
     let r = RequiredNodeAffinity::from_pod(&pod("p").build());
     assert!(r.is_empty());
-    assert!(r.matches(&node_info(node("n"))));
+    let n = node_info(node("n"));
+    assert!(r.matches(&n.labels, &n.name));
     let r = RequiredNodeAffinity::from_pod(
         &pod("p").required_node_affinity("k", "Exists", &[]).build(),
     );
     assert!(!r.is_empty());
-    assert!(r.matches(&node_info(node("n").label("k", "v"))));
-    assert!(!r.matches(&node_info(node("n"))));
+    let labelled = node_info(node("n").label("k", "v"));
+    assert!(r.matches(&labelled.labels, &labelled.name));
+    assert!(!r.matches(&n.labels, &n.name));
 }
 
 fn added(value: serde_json::Value) -> Result<Arc<dyn Plugin>, String> {

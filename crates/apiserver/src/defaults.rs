@@ -55,21 +55,26 @@ pub fn apply(group: &str, kind: &str, obj: &mut Value) {
             default(spec, "replicas", json!(1));
             default(spec, "podManagementPolicy", json!("OrderedReady"));
             default(spec, "revisionHistoryLimit", json!(10));
-            default(
-                child(spec, "updateStrategy"),
-                "type",
-                json!("RollingUpdate"),
-            );
+            let strategy = child(spec, "updateStrategy");
+            default(strategy, "type", json!("RollingUpdate"));
+            if strategy["type"] == "RollingUpdate" {
+                default(child(strategy, "rollingUpdate"), "partition", json!(0));
+            }
+            let retention = child(spec, "persistentVolumeClaimRetentionPolicy");
+            default(retention, "whenDeleted", json!("Retain"));
+            default(retention, "whenScaled", json!("Retain"));
             template(spec);
         }
         ("apps", "DaemonSet") => {
             let spec = child(obj, "spec");
             default(spec, "revisionHistoryLimit", json!(10));
-            default(
-                child(spec, "updateStrategy"),
-                "type",
-                json!("RollingUpdate"),
-            );
+            let strategy = child(spec, "updateStrategy");
+            default(strategy, "type", json!("RollingUpdate"));
+            if strategy["type"] == "RollingUpdate" {
+                let rolling = child(strategy, "rollingUpdate");
+                default(rolling, "maxUnavailable", json!(1));
+                default(rolling, "maxSurge", json!(0));
+            }
             template(spec);
         }
         ("batch", "Job") => {
@@ -253,6 +258,30 @@ mod tests {
         assert_eq!(dep["spec"]["replicas"], 0);
         assert_eq!(dep["spec"]["template"]["spec"]["restartPolicy"], "Never");
         assert_eq!(dep["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%");
+    }
+
+    #[test]
+    fn update_strategies_of_daemon_and_stateful_sets() {
+        let mut ds = json!({"spec": {}});
+        apply("apps", "DaemonSet", &mut ds);
+        assert_eq!(
+            ds["spec"]["updateStrategy"],
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}})
+        );
+        let mut ds = json!({"spec": {"updateStrategy": {"type": "OnDelete"}}});
+        apply("apps", "DaemonSet", &mut ds);
+        assert_eq!(ds["spec"]["updateStrategy"], json!({"type": "OnDelete"}));
+
+        let mut sts = json!({"spec": {"updateStrategy": {"rollingUpdate": {"partition": 2}}}});
+        apply("apps", "StatefulSet", &mut sts);
+        assert_eq!(
+            sts["spec"]["updateStrategy"],
+            json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 2}})
+        );
+        assert_eq!(
+            sts["spec"]["persistentVolumeClaimRetentionPolicy"],
+            json!({"whenDeleted": "Retain", "whenScaled": "Retain"})
+        );
     }
 
     #[test]

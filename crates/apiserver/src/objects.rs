@@ -1010,7 +1010,12 @@ impl Objects {
                     rkube_types::status::qualified(info.group, info.plural)
                 ),
             )
-            .with_details(info.group, info.plural, name));
+            .with_details(info.group, info.plural, name)
+            .with_cause(rkube_types::status::StatusCause::new(
+                "NamespaceTerminating",
+                "metadata.namespace",
+                format!("namespace {ns} is being terminated"),
+            )));
         }
         Ok(())
     }

@@ -383,6 +383,17 @@ async fn terminating_namespaces_take_no_new_objects() {
         (403, rkube_types::Reason::Forbidden),
         "{err}"
     );
+    assert_eq!(
+        err.causes
+            .iter()
+            .map(|c| (c.reason.as_str(), c.field.as_str(), c.message.as_str()))
+            .collect::<Vec<_>>(),
+        [(
+            "NamespaceTerminating",
+            "metadata.namespace",
+            "namespace doomed is being terminated"
+        )]
+    );
     server.shutdown().await;
 }
 

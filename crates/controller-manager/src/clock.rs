@@ -2,8 +2,9 @@
 //!
 //! Controllers that act on wall-clock time (CronJob schedules, node heartbeats, Job
 //! deadlines, minReadySeconds, rollout deadlines) read [`Clock::now`] instead of the system
-//! time, and those that wait for a moment also wake up on [`Clock::changed`], so a test can
-//! jump a manual clock forward and see the effect at once instead of waiting.
+//! time, and those that wait for a moment also wake up on the moves of a
+//! [`Clock::subscribe`] receiver, so a test can jump a manual clock forward and see the effect
+//! at once instead of waiting.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -60,14 +61,11 @@ impl Clock {
         }
     }
 
-    /// Completes when a manual clock is moved; never for the system clock.
-    pub async fn changed(&self) {
-        match &self.manual {
-            None => std::future::pending().await,
-            Some(m) => {
-                let mut rx = m.moved.subscribe();
-                let _ = rx.changed().await;
-            }
+    /// A receiver of the moves of a manual clock from now on. A move made while its owner
+    /// is busy is kept until the next [`Moves::next`], so none is missed between two waits.
+    pub fn subscribe(&self) -> Moves {
+        Moves {
+            rx: self.manual.as_ref().map(|m| m.moved.subscribe()),
         }
     }
 
@@ -84,6 +82,27 @@ impl Clock {
     }
 }
 
+/// The moves of a manual clock, from [`Clock::subscribe`].
+#[derive(Debug)]
+pub struct Moves {
+    rx: Option<watch::Receiver<u64>>,
+}
+
+impl Moves {
+    /// Completes when the clock has moved since the last call (or since the subscription);
+    /// never for the system clock.
+    pub async fn next(&mut self) {
+        let moved = match &mut self.rx {
+            Some(rx) => rx.changed().await.is_ok(),
+            None => false,
+        };
+        if !moved {
+            // The system clock, or a manual one gone: nothing will ever move.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,14 +112,20 @@ mod tests {
         let start: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
         let clock = Clock::manual(start);
         assert_eq!(clock.now(), start);
-        let waiter = {
-            let clock = clock.clone();
-            tokio::spawn(async move { clock.changed().await })
-        };
+        let mut moves = clock.subscribe();
+        // A move while nobody waits is still seen by the next wait.
+        clock.advance(Duration::from_secs(30));
+        moves.next().await;
+        let waiter = tokio::spawn(async move {
+            moves.next().await;
+            moves
+        });
         tokio::task::yield_now().await;
-        clock.advance(Duration::from_secs(90));
-        waiter.await.unwrap();
+        clock.advance(Duration::from_secs(60));
+        let mut moves = waiter.await.unwrap();
         assert_eq!(clock.since(start), Duration::from_secs(90));
         assert_eq!(clock.until(start), Duration::ZERO);
+        let no_move = tokio::time::timeout(Duration::from_millis(1), moves.next()).await;
+        assert!(no_move.is_err(), "every move was consumed");
     }
 }

@@ -22,6 +22,13 @@ pub struct Settings {
     pub node_monitor_grace_period: Duration,
     /// How long a newly registered node has to post its first heartbeat (default 60 s).
     pub node_startup_grace_period: Duration,
+    /// How often every node is looked at although nothing about it changed
+    /// (`--node-monitor-period`, default 5 s). Silence is also caught at its exact deadline,
+    /// so this is only a resync.
+    pub node_monitor_period: Duration,
+    /// The delay before replacing a Job's first failed pod; it doubles with each further
+    /// failure (`--job-pod-failure-backoff`, default 10 s as upstream's fixed value).
+    pub job_pod_failure_backoff: Duration,
     /// The range pod CIDRs are carved from (`--cluster-cidr`); none disables node IPAM.
     pub cluster_cidr: Option<(IpAddr, u8)>,
     /// The prefix length of each node's pod CIDR (`--node-cidr-mask-size`, default 24).
@@ -37,6 +44,8 @@ impl Default for Settings {
             workers: 5,
             node_monitor_grace_period: Duration::from_secs(40),
             node_startup_grace_period: Duration::from_secs(60),
+            node_monitor_period: Duration::from_secs(5),
+            job_pod_failure_backoff: Duration::from_secs(10),
             cluster_cidr: None,
             node_cidr_mask_size: 24,
             terminated_pod_gc_threshold: 12_500,

@@ -150,30 +150,161 @@ fn known() -> String {
     ALL.iter().map(|d| d.alias).collect::<Vec<_>>().join(", ")
 }
 
+/// Upstream controllers that run inside another one here: (upstream name, alias, the
+/// controller that does their work). Naming one enables its host; `-name` cannot switch
+/// the part off alone and is ignored, with a note.
+pub const FOLDED: &[(&str, &str, &str)] = &[
+    (
+        "taint-eviction-controller",
+        "taint-eviction-controller",
+        "node-lifecycle-controller",
+    ),
+    (
+        "ttl-after-finished-controller",
+        "ttl-after-finished",
+        "job-controller",
+    ),
+];
+
+/// Upstream controllers (names and aliases) that rkube does not have: accepted in
+/// `--controllers`, so upstream command lines (kubeadm's `*,bootstrapsigner,tokencleaner`)
+/// still start, and ignored with a note.
+pub const NOT_IMPLEMENTED: &[&str] = &[
+    "bootstrap-signer-controller",
+    "bootstrapsigner",
+    "certificatesigningrequest-approving-controller",
+    "csrapproving",
+    "certificatesigningrequest-cleaner-controller",
+    "csrcleaner",
+    "certificatesigningrequest-signing-controller",
+    "csrsigning",
+    "cloud-node-lifecycle-controller",
+    "cloud-node-lifecycle",
+    "clusterrole-aggregation-controller",
+    "clusterrole-aggregation",
+    "disruption-controller",
+    "disruption",
+    "endpointslice-mirroring-controller",
+    "endpointslicemirroring",
+    "ephemeral-volume-controller",
+    "ephemeral-volume",
+    "horizontal-pod-autoscaler-controller",
+    "horizontalpodautoscaling",
+    "legacy-serviceaccount-token-cleaner-controller",
+    "legacy-service-account-token-cleaner",
+    "node-route-controller",
+    "route",
+    "persistentvolume-attach-detach-controller",
+    "attachdetach",
+    "persistentvolume-binder-controller",
+    "persistentvolume-binder",
+    "persistentvolume-expander-controller",
+    "persistentvolume-expander",
+    "persistentvolume-protection-controller",
+    "pv-protection",
+    "persistentvolumeclaim-protection-controller",
+    "pvc-protection",
+    "replicationcontroller-controller",
+    "replicationcontroller",
+    "resourceclaim-controller",
+    "resourceclaim",
+    "resourcequota-controller",
+    "resourcequota",
+    "root-ca-certificate-publisher-controller",
+    "root-ca-cert-publisher",
+    "service-cidr-controller",
+    "service-lb-controller",
+    "service",
+    "serviceaccount-token-controller",
+    "serviceaccount-token",
+    "storageversion-garbage-collector-controller",
+    "storage-version-migrator-controller",
+    "token-cleaner-controller",
+    "tokencleaner",
+    "ttl-controller",
+    "ttl",
+    "validatingadmissionpolicy-status-controller",
+    "volumeattributesclass-protection-controller",
+];
+
+/// One item of `--controllers`, resolved.
+enum Item {
+    Star,
+    On(&'static str),
+    Off(&'static str),
+    /// Accepted and ignored, with the reason.
+    Ignored(String),
+}
+
+fn items(spec: &[String]) -> Result<Vec<Item>, UnknownController> {
+    let find = |name: &str| ALL.iter().find(|d| d.name == name || d.alias == name);
+    let folded = |name: &str| FOLDED.iter().find(|(n, a, _)| *n == name || *a == name);
+    let mut out = Vec::new();
+    for item in spec.iter().flat_map(|s| s.split(',')).map(str::trim) {
+        if item.is_empty() {
+            continue;
+        }
+        if item == "*" {
+            out.push(Item::Star);
+            continue;
+        }
+        let (name, on) = match item.strip_prefix('-') {
+            Some(name) => (name, false),
+            None => (item, true),
+        };
+        out.push(if let Some(d) = find(name) {
+            if on {
+                Item::On(d.name)
+            } else {
+                Item::Off(d.name)
+            }
+        } else if let Some((upstream, _, host)) = folded(name) {
+            if on {
+                Item::On(host)
+            } else {
+                Item::Ignored(format!(
+                    "{upstream} is part of {host} here and cannot be disabled alone; \
+                     \"-{name}\" is ignored"
+                ))
+            }
+        } else if NOT_IMPLEMENTED.contains(&name) {
+            Item::Ignored(format!("{name} is not implemented by rkube; ignored"))
+        } else {
+            return Err(UnknownController(name.to_string()));
+        });
+    }
+    Ok(out)
+}
+
 /// The controllers `spec` selects (upstream's `--controllers` syntax), in [`ALL`]'s order.
 pub fn select(spec: &[String]) -> Result<Vec<&'static Descriptor>, UnknownController> {
-    let find = |name: &str| {
-        ALL.iter()
-            .find(|d| d.name == name || d.alias == name)
-            .ok_or_else(|| UnknownController(name.to_string()))
-    };
     let mut star = false;
     let mut on = Vec::new();
     let mut off = Vec::new();
-    for item in spec.iter().flat_map(|s| s.split(',')).map(str::trim) {
+    for item in items(spec)? {
         match item {
-            "" => {}
-            "*" => star = true,
-            _ => match item.strip_prefix('-') {
-                Some(name) => off.push(find(name)?.name),
-                None => on.push(find(item)?.name),
-            },
+            Item::Star => star = true,
+            Item::On(name) => on.push(name),
+            Item::Off(name) => off.push(name),
+            Item::Ignored(_) => {}
         }
     }
     Ok(ALL
         .iter()
         .filter(|d| !off.contains(&d.name) && (on.contains(&d.name) || (star && d.default_enabled)))
         .collect())
+}
+
+/// What [`select`] ignored in `spec`, one sentence each, for the daemon to log.
+pub fn ignored(spec: &[String]) -> Vec<String> {
+    items(spec)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|i| match i {
+            Item::Ignored(why) => Some(why),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Runs `workers` reconciles of `queue`'s keys until the context's stop signal, recording
@@ -239,6 +370,22 @@ mod tests {
         );
         assert_eq!(names(&["statefulset-controller"]), ["statefulset"]);
         assert!(names(&[]).is_empty());
+        // kubeadm's value: the upstream-only controllers are accepted and ignored.
+        let kubeadm = ["*,bootstrapsigner,tokencleaner".to_string()];
+        assert_eq!(select(&kubeadm).unwrap().len(), ALL.len());
+        assert_eq!(ignored(&kubeadm).len(), 2);
+        // Folded controllers enable their host and cannot be disabled alone.
+        assert_eq!(names(&["taint-eviction-controller"]), ["nodelifecycle"]);
+        assert_eq!(names(&["ttl-after-finished"]), ["job"]);
+        let spec = ["*,-ttl-after-finished-controller".to_string()];
+        assert_eq!(select(&spec).unwrap().len(), ALL.len());
+        assert_eq!(
+            ignored(&spec),
+            [
+                "ttl-after-finished-controller is part of job-controller here and cannot be \
+              disabled alone; \"-ttl-after-finished-controller\" is ignored"
+            ]
+        );
         let err = select(&["replicaset,nope".to_string()]).unwrap_err();
         assert_eq!(err, UnknownController("nope".into()));
         assert!(err.to_string().contains("known: replicaset"), "{err}");

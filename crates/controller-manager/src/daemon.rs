@@ -10,11 +10,14 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::context::Context;
 use crate::controllers::Descriptor;
 use crate::metrics::Metrics;
+
+/// How often the wait for the first lists reports the informers still listing.
+const UNSYNCED_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Runs `controllers` until the context's stop signal: builds each (subscribing its
 /// handlers), starts the informers they asked for, waits until every informer has listed
@@ -31,10 +34,22 @@ pub async fn run(ctx: Context, controllers: &[&Descriptor], syncing: Arc<AtomicB
     let informers = ctx.informers.start(&ctx.client, &ctx.stop);
     let mut stop = ctx.stop.clone();
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(20));
+    let waiting_since = tokio::time::Instant::now();
+    let mut last_report = waiting_since;
     while !ctx.informers.all_synced() {
         tokio::select! {
             () = crate::stopped(&mut stop) => return,
             _ = tick.tick() => {}
+        }
+        // An informer that cannot list (a resource the apiserver refuses, say) holds every
+        // controller back; say which, rather than waiting in silence.
+        if last_report.elapsed() >= UNSYNCED_REPORT_EVERY {
+            last_report = tokio::time::Instant::now();
+            warn!(
+                waited_s = waiting_since.elapsed().as_secs(),
+                kinds = ?ctx.informers.unsynced(),
+                "still waiting for informers to list"
+            );
         }
     }
     info!("informers synced, running controllers");

@@ -74,9 +74,30 @@ impl Expectations {
         }
     }
 
+    /// How long until `key`'s outstanding expectations expire; `None` when it may act now.
+    /// A controller that finds itself unsatisfied requeues for then, so a lost watch event
+    /// delays it by the TTL at most instead of wedging it until the next change.
+    pub fn expires_in(&self, key: &str) -> Option<Duration> {
+        let e = *self.lock().get(key)?;
+        if e.adds <= 0 && e.dels <= 0 {
+            return None;
+        }
+        let left = EXPECTATIONS_TTL.saturating_sub(e.set_at.elapsed());
+        // Just past the expiry, so the requeued reconcile finds them expired.
+        (!left.is_zero()).then(|| left + Duration::from_millis(1))
+    }
+
     /// Forgets `key` (its controller is gone).
     pub fn forget(&self, key: &str) {
         self.lock().remove(key);
+    }
+}
+
+/// The earlier of two optional delays.
+pub fn earliest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -96,6 +117,22 @@ mod tests {
         e.deletion_observed("ns/rs", 1);
         assert!(e.satisfied("ns/rs"));
 
+        e.expect("ns/other", 5, 0);
+        assert_eq!(e.expires_in("ns/rs"), None, "satisfied");
+        let left = e.expires_in("ns/other").expect("outstanding");
+        assert!(
+            left > EXPECTATIONS_TTL - Duration::from_secs(1)
+                && left <= EXPECTATIONS_TTL + Duration::from_secs(1)
+        );
+        tokio::time::advance(Duration::from_secs(60)).await;
+        let later = e.expires_in("ns/other").expect("still outstanding");
+        assert!(later < left, "the wait shrinks as time passes");
+        tokio::time::advance(later).await;
+        assert!(
+            e.satisfied("ns/other"),
+            "a reconcile requeued for then may act"
+        );
+        assert_eq!(e.expires_in("ns/other"), None);
         e.expect("ns/other", 5, 0);
         tokio::time::advance(EXPECTATIONS_TTL + Duration::from_secs(1)).await;
         assert!(e.satisfied("ns/other"), "expired expectations do not wedge");

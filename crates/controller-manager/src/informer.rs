@@ -225,7 +225,15 @@ impl<K: Object> Informer<K> {
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         for handler in handlers {
-            handler(change);
+            // A panicking handler is a bug in one controller; it must not end the informer
+            // task and leave every controller sharing it on a frozen cache.
+            let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(change)));
+            if called.is_err() {
+                tracing::error!(
+                    kind = K::KIND,
+                    "an event handler panicked; event skipped for it"
+                );
+            }
         }
     }
 

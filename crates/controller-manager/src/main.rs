@@ -16,7 +16,7 @@ use rkube_controller_manager::informer::Informers;
 use rkube_controller_manager::metrics::Metrics;
 use rkube_controller_manager::{Clock, Context, Settings};
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 /// Runs the controllers that keep workloads, Services, namespaces and nodes converged.
 #[derive(Debug, Parser)]
@@ -54,6 +54,13 @@ struct Args {
     /// How long a newly registered node has to post its first heartbeat.
     #[arg(long, env = "RKUBE_NODE_STARTUP_GRACE_PERIOD", default_value = "60s", value_parser = parse_duration)]
     node_startup_grace_period: Duration,
+    /// How often every node's health is re-checked although nothing changed.
+    #[arg(long, env = "RKUBE_NODE_MONITOR_PERIOD", default_value = "5s", value_parser = parse_duration)]
+    node_monitor_period: Duration,
+    /// The delay before a Job's first failed pod is replaced; it doubles per failure, up to
+    /// 6 minutes (rkube's flag: upstream fixes it at 10 s).
+    #[arg(long, env = "RKUBE_JOB_POD_FAILURE_BACKOFF", default_value = "10s", value_parser = parse_duration)]
+    job_pod_failure_backoff: Duration,
     /// The CIDR pod CIDRs are allocated from (e.g. `10.244.0.0/16`); without it nodes get
     /// none.
     #[arg(long, env = "RKUBE_CLUSTER_CIDR", value_parser = parse_cidr)]
@@ -118,6 +125,9 @@ async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     init_logging(&args.log_format)?;
     let selected = controllers::select(&args.controllers)?;
+    for note in controllers::ignored(&args.controllers) {
+        warn!("--controllers: {note}");
+    }
     if let Some((ip, len)) = args.cluster_cidr {
         let max = if ip.is_ipv4() { 32 } else { 128 };
         if args.node_cidr_mask_size < len || args.node_cidr_mask_size > max {
@@ -147,6 +157,8 @@ async fn run() -> anyhow::Result<()> {
         workers: args.concurrent_syncs.max(1),
         node_monitor_grace_period: args.node_monitor_grace_period,
         node_startup_grace_period: args.node_startup_grace_period,
+        node_monitor_period: args.node_monitor_period.max(Duration::from_millis(100)),
+        job_pod_failure_backoff: args.job_pod_failure_backoff,
         cluster_cidr: args.cluster_cidr,
         node_cidr_mask_size: args.node_cidr_mask_size,
         terminated_pod_gc_threshold: args.terminated_pod_gc_threshold,

@@ -8,6 +8,12 @@
 //! releases what it owns but no longer matches. Both adoption and release are JSON patches
 //! that first test the object's `uid` and `resourceVersion`, so a concurrent change makes
 //! the patch fail instead of overwriting it.
+//!
+//! The owner seen in the cache may already be gone or being deleted (an orphaning delete
+//! releases the dependents, and a cached owner that adopted them again would undo it), so
+//! before its first adoption in a claim the owner is read live from the apiserver, and
+//! adopts nothing if it has gone, been replaced or started deleting (upstream's
+//! `RecheckDeletionTimestamp`).
 
 use std::sync::Arc;
 
@@ -18,6 +24,7 @@ use serde_json::json;
 
 use crate::error::Result;
 use crate::informer::Object;
+use crate::metadata::PartialObjectMeta;
 
 /// The owner reference that names `meta`'s controller, if any.
 pub fn controller_ref(meta: &ObjectMeta) -> Option<&OwnerReference> {
@@ -56,6 +63,9 @@ pub struct Claimant {
     pub deleting: bool,
     /// What the owner selects.
     pub selector: LabelSelector,
+    /// Where the owner lives: group, version, plural resource and namespace, for the live
+    /// read before adopting.
+    resource: (&'static str, &'static str, &'static str, String),
 }
 
 impl Claimant {
@@ -65,7 +75,27 @@ impl Claimant {
             owner: owner_reference(owner),
             deleting: owner.metadata().deletion_timestamp.is_some(),
             selector,
+            resource: (
+                K::GROUP,
+                K::VERSION,
+                K::URL_PATH_SEGMENT,
+                owner.metadata().namespace.clone().unwrap_or_default(),
+            ),
         }
+    }
+
+    /// Whether the owner, read live, is still the same object and not being deleted.
+    async fn can_adopt(&self, client: &Client) -> Result<bool> {
+        let (group, version, plural, namespace) = &self.resource;
+        let api: Api<PartialObjectMeta> =
+            Api::dynamic(client.clone(), group, version, plural, namespace);
+        Ok(match api.get_opt(&self.owner.name).await? {
+            Some(live) => {
+                live.metadata.uid.as_deref() == Some(self.owner.uid.as_str())
+                    && live.metadata.deletion_timestamp.is_none()
+            }
+            None => false,
+        })
     }
 
     /// Claims `candidates` (objects of the owner's namespace): returns those the owner
@@ -78,20 +108,33 @@ impl Claimant {
         candidates: Vec<Arc<K>>,
     ) -> Result<Vec<Arc<K>>> {
         let mut claimed = Vec::with_capacity(candidates.len());
+        // Checked live once, before the first adoption.
+        let mut can_adopt = None;
         for obj in candidates {
             let meta = obj.metadata();
-            let labels = meta.labels.clone().unwrap_or_default();
-            let matches = self.selector.matches(&labels);
+            let matches = match &meta.labels {
+                Some(labels) => self.selector.matches(labels),
+                None => self.selector.matches(&Default::default()),
+            };
             match controller_ref(meta) {
                 Some(r) if r.uid == self.owner.uid => {
-                    if matches || self.deleting {
+                    if matches {
                         claimed.push(obj);
-                    } else if meta.deletion_timestamp.is_none() {
+                    } else if !self.deleting && meta.deletion_timestamp.is_none() {
+                        // An owner being deleted neither keeps nor releases what it
+                        // stopped selecting.
                         release(client, &*obj, &self.owner.uid).await?;
                     }
                 }
                 Some(_) => {}
                 None if matches && !self.deleting && meta.deletion_timestamp.is_none() => {
+                    let allowed = match can_adopt {
+                        Some(allowed) => allowed,
+                        None => *can_adopt.insert(self.can_adopt(client).await?),
+                    };
+                    if !allowed {
+                        continue;
+                    }
                     if let Some(adopted) = adopt(client, &*obj, &self.owner).await? {
                         claimed.push(Arc::new(adopted));
                     }

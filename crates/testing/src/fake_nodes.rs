@@ -43,6 +43,8 @@ struct Shared {
     /// Failed pods per controller uid, for `fail-first`.
     failures: Mutex<HashMap<String, u32>>,
     next_ip: AtomicU32,
+    /// Each node's InternalIP, never reused by a later node.
+    addresses: Mutex<HashMap<String, String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -86,12 +88,15 @@ impl FakeNodes {
     /// Registers one more Ready node and starts its fake kubelet.
     pub async fn add_node(&self, name: &str) -> anyhow::Result<()> {
         // Live before the Node exists, so a pod bound the moment it appears is started.
-        let index = {
-            let mut live = lock(&self.shared.live);
-            live.insert(name.to_string());
-            live.len() - 1
+        let address = {
+            let mut addresses = lock(&self.shared.addresses);
+            let index = addresses.len();
+            let address = format!("172.31.{}.{}", index / 250, index % 250 + 1);
+            addresses.insert(name.to_string(), address.clone());
+            address
         };
-        register(&self.client, name, index).await?;
+        lock(&self.shared.live).insert(name.to_string());
+        register(&self.client, name, &address).await?;
         renew(&self.client, name).await?;
         Ok(())
     }
@@ -113,7 +118,7 @@ fn now() -> String {
     Timestamp::now().to_string()
 }
 
-async fn register(client: &Client, name: &str, index: usize) -> anyhow::Result<()> {
+async fn register(client: &Client, name: &str, address: &str) -> anyhow::Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
     let node: Node = serde_json::from_value(json!({
         "apiVersion": "v1",
@@ -145,7 +150,7 @@ async fn register(client: &Client, name: &str, index: usize) -> anyhow::Result<(
              "lastHeartbeatTime": t, "lastTransitionTime": t},
         ],
         "addresses": [
-            {"type": "InternalIP", "address": format!("172.31.{}.{}", index / 250, index % 250 + 1)},
+            {"type": "InternalIP", "address": address},
             {"type": "Hostname", "address": name},
         ],
         "nodeInfo": {
@@ -305,11 +310,16 @@ async fn start_pod(client: &Client, shared: &Shared, pod: &Pod) -> anyhow::Resul
     let name = pod.metadata.name.as_deref().unwrap_or_default();
     let n = shared.next_ip.fetch_add(1, Ordering::Relaxed);
     let ip = format!("10.244.{}.{}", (n / 250) % 256, n % 250 + 1);
+    let node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
+    let host_ip = node
+        .and_then(|n| lock(&shared.addresses).get(n).cloned())
+        .unwrap_or_default();
     let t = now();
     let cond = |type_: &str, status: &str| json!({"type": type_, "status": status, "lastProbeTime": null, "lastTransitionTime": t});
     let running = json!({"status": {
         "phase": "Running",
-        "hostIP": "172.31.0.1",
+        "hostIP": host_ip,
+        "hostIPs": [{"ip": host_ip}],
         "podIP": ip,
         "podIPs": [{"ip": ip}],
         "startTime": t,

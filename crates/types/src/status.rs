@@ -232,6 +232,12 @@ impl ApiError {
         self
     }
 
+    /// Adds `cause` to `details.causes`.
+    pub fn with_cause(mut self, cause: StatusCause) -> Self {
+        self.causes.push(cause);
+        self
+    }
+
     /// 400 BadRequest.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(Reason::BadRequest, message)

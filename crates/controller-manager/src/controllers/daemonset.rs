@@ -35,7 +35,7 @@ use crate::context::Context;
 use crate::controllers::history::CONTROLLER_REVISION_HASH_LABEL;
 use crate::controllers::{Running, run_queue};
 use crate::error::{Error, Result};
-use crate::expectations::Expectations;
+use crate::expectations::{Expectations, earliest};
 use crate::informer::{Change, Informer};
 use crate::ownership::{Claimant, controller_ref};
 use crate::pods;
@@ -391,6 +391,7 @@ impl DaemonSetController {
             let requeue = self
                 .update_status(&ds, &nodes, &claimed, &hash, false)
                 .await?;
+            let requeue = earliest(requeue, self.expectations.expires_in(&expectations_key));
             return Ok(requeue.map_or(Action::Done, Action::RequeueAfter));
         }
 
@@ -590,12 +591,4 @@ pub(crate) fn is_namespace_terminating(e: &rkube_client::Error) -> bool {
         a.reason == rkube_types::Reason::Forbidden
             && a.message.contains("because it is being terminated")
     })
-}
-
-/// The earlier of two optional delays.
-fn earliest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
 }

@@ -137,11 +137,12 @@ fn watch_clock(
     queue: WorkQueue<ObjectRef>,
 ) -> impl Future<Output = ()> + Send + 'static {
     let mut stop = ctx.stop.clone();
+    let mut moves = ctx.clock.subscribe();
     async move {
         loop {
             tokio::select! {
                 () = crate::stopped(&mut stop) => return,
-                () = dc.clock.changed() => {
+                () = moves.next() => {
                     for d in dc.deployments.list() {
                         if progress::has_progress_deadline(&d) {
                             queue.add(ObjectRef::from_obj(&*d));

@@ -235,13 +235,14 @@ impl Controller {
         let pods = self
             .pods
             .filter_namespace(&ns, |pod| selects(selector, pod.metadata.labels.as_ref()));
-        let slices = self
-            .slices
-            .filter_namespace(&ns, |s| ours(s) && s.metadata.deletion_timestamp.is_none());
+        let mut slices = self.slices.filter_namespace(&ns, ours);
         if self.tracker.stale(&key, &slices, Instant::now()) {
             debug!(service = %key, "endpointslice cache is out of date, retrying");
             return Ok(Action::RequeueAfter(STALE_RETRY));
         }
+        // Slices pending deletion are neither reused nor counted (upstream's
+        // `dropEndpointSlicesPendingDeletion`, after the staleness check as there).
+        slices.retain(|s| s.metadata.deletion_timestamp.is_none());
         let nodes = &self.nodes;
         let node_zone = |name: &str| nodes.get("", name).map(|n| zone(&n).map(str::to_string));
         let plan = reconciler::plan(&svc, &pods, &slices, &node_zone, MAX_ENDPOINTS_PER_SLICE);

@@ -26,9 +26,8 @@
 //! through a second queue (upstream's orphan-pod queue). Pod failure policies, success
 //! policies and per-index backoff limits are not implemented.
 //!
-//! The pod failure backoff base can be lowered for tests with the environment variable
-//! [`POD_FAILURE_BACKOFF_ENV`] (e.g. `RKUBE_JOB_POD_FAILURE_BACKOFF=200ms`) or in-process
-//! with [`start_with`].
+//! The pod failure backoff base comes from `--job-pod-failure-backoff` (10 s by default, as
+//! upstream), so tests can lower it; in-process tests use [`start_with`].
 
 pub mod backoff;
 mod hooks;
@@ -51,12 +50,12 @@ use rkube_client::{
     Action, Api, DeleteParams, EventType, ObjectRef, PropagationPolicy, Recorder, WorkQueue,
     object_reference,
 };
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::context::Context;
 use crate::controllers::{self, Running};
 use crate::error::{Error, Result};
-use crate::expectations::Expectations;
+use crate::expectations::{Expectations, earliest};
 use crate::informer::{Informer, Object};
 use crate::ownership::{Claimant, controller_ref, is_controlled_by};
 use backoff::{BackoffRecord, BackoffStore};
@@ -79,9 +78,6 @@ pub const DEFAULT_POD_FAILURE_BACKOFF: Duration = Duration::from_secs(10);
 /// The longest delay before replacing failed pods (the documented six minutes).
 pub const MAX_POD_FAILURE_BACKOFF: Duration = Duration::from_secs(6 * 60);
 
-/// Environment variable overriding [`DEFAULT_POD_FAILURE_BACKOFF`] (`200ms`, `2s`, ...).
-pub const POD_FAILURE_BACKOFF_ENV: &str = "RKUBE_JOB_POD_FAILURE_BACKOFF";
-
 /// Tunables of the Job controller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JobConfig {
@@ -100,28 +96,13 @@ impl Default for JobConfig {
     }
 }
 
-impl JobConfig {
-    /// The defaults, with the base backoff from [`POD_FAILURE_BACKOFF_ENV`] when set (an
-    /// invalid value is logged and ignored).
-    pub fn from_env() -> Self {
-        let mut config = JobConfig::default();
-        if let Ok(value) = std::env::var(POD_FAILURE_BACKOFF_ENV) {
-            match rkube_client::cli::parse_duration(&value) {
-                Ok(base) => config.pod_failure_backoff = base,
-                Err(error) => warn!(
-                    variable = POD_FAILURE_BACKOFF_ENV,
-                    %error,
-                    "ignoring invalid pod failure backoff"
-                ),
-            }
-        }
-        config
-    }
-}
-
 /// Subscribes the controller to the informers and returns its workers.
 pub fn start(ctx: &Context) -> Running {
-    start_with(ctx, JobConfig::from_env())
+    let config = JobConfig {
+        pod_failure_backoff: ctx.settings.job_pod_failure_backoff,
+        ..JobConfig::default()
+    };
+    start_with(ctx, config)
 }
 
 /// [`start`] with explicit tunables.
@@ -183,12 +164,12 @@ pub(crate) fn requeue_on_clock_change<K: Object>(
     queue: WorkQueue<ObjectRef>,
     wanted: impl Fn(&K) -> bool + Send + 'static,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let clock = ctx.clock.clone();
+    let mut moves = ctx.clock.subscribe();
     let mut stop = ctx.stop.clone();
     async move {
         loop {
             tokio::select! {
-                () = clock.changed() => {
+                () = moves.next() => {
                     for obj in informer.list() {
                         if wanted(&obj) {
                             queue.add(ObjectRef::from_obj(&*obj));
@@ -235,13 +216,6 @@ fn nonzero(n: i32) -> Option<i32> {
 
 fn count(n: usize) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
-}
-
-fn earliest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
 }
 
 struct JobController {
@@ -457,6 +431,7 @@ impl JobController {
             .get_or_insert_with(Default::default);
         // Read before the pods, so a pod that arrives in between is seen next time.
         let satisfied = self.expectations.satisfied(key);
+        let expectations_expire = self.expectations.expires_in(key);
         let pods = self.pods_for_job(&job).await?;
         let active: Vec<Arc<Pod>> = pods
             .iter()
@@ -605,6 +580,7 @@ impl JobController {
         if let Some(error) = manage_error {
             return Err(error);
         }
+        let requeue = earliest(requeue, expectations_expire);
         Ok(requeue.map_or(Action::Done, Action::RequeueAfter))
     }
 

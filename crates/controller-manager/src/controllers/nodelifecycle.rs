@@ -5,7 +5,7 @@
 //! Two work queues share one state:
 //!
 //! - **Nodes** (keyed by name; re-queued by node and Lease changes, at the exact moment a
-//!   node's grace period runs out, and every [`NODE_MONITOR_PERIOD`] as a resync). A
+//!   node's grace period runs out, and every `--node-monitor-period` as a resync). A
 //!   reconcile updates the node's [`health`]; a silent node gets every kubelet condition
 //!   `Unknown` (reason `NodeStatusUnknown`) through the status subresource and a
 //!   `NodeNotReady` Event. Then the node's managed [`taints`] are made to match its
@@ -50,7 +50,7 @@ use serde_json::{Value, json};
 use tracing::info;
 
 use self::eviction::Eviction;
-use self::health::{Health, NODE_MONITOR_PERIOD};
+use self::health::Health;
 use crate::context::Context;
 use crate::controllers::{Running, run_queue};
 use crate::error::Result;
@@ -367,10 +367,11 @@ impl Lifecycle {
             self.mark_pods_not_ready(&node, now).await?;
         }
 
+        let period = self.ctx.settings.node_monitor_period;
         let next = if silent {
-            NODE_MONITOR_PERIOD
+            period
         } else {
-            self.ctx.clock.until(deadline).min(NODE_MONITOR_PERIOD)
+            self.ctx.clock.until(deadline).min(period)
         };
         Ok(Action::RequeueAfter(next.max(Duration::from_millis(10))))
     }
@@ -500,11 +501,12 @@ impl Lifecycle {
     ) -> impl Future<Output = ()> + Send + 'static {
         let this = self.clone();
         let mut stop = self.ctx.stop.clone();
+        let mut moves = self.ctx.clock.subscribe();
         async move {
             loop {
                 tokio::select! {
                     () = crate::stopped(&mut stop) => return,
-                    () = this.ctx.clock.changed() => {}
+                    () = moves.next() => {}
                 }
                 let nodes = this.nodes.list();
                 for node in &nodes {

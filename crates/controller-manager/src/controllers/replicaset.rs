@@ -41,6 +41,7 @@ use crate::clock::Clock;
 use crate::context::Context;
 use crate::controllers::{self, Running};
 use crate::error::{Error, Result};
+use crate::expectations::earliest;
 use crate::informer::{Change, Informer};
 use crate::ownership::{Claimant, controller_ref, owner_reference};
 use crate::pods;
@@ -81,11 +82,12 @@ pub fn start(ctx: &Context) -> Running {
     let clock_jumps = {
         let c = controller;
         let mut stop = ctx.stop.clone();
+        let mut moves = ctx.clock.subscribe();
         async move {
             loop {
                 tokio::select! {
                     () = crate::stopped(&mut stop) => return,
-                    () = c.clock.changed() => c.enqueue_waiting_for_availability(&queue),
+                    () = moves.next() => c.enqueue_waiting_for_availability(&queue),
                 }
             }
         }
@@ -355,12 +357,15 @@ impl ReplicaSetController {
         let new_status = status::calculate(&rs, &owned, failure.as_deref(), now);
         self.write_status(&rs, new_status).await?;
         managed?;
-        Ok(
-            match status::next_availability_check(&owned, status::min_ready_seconds(&rs), now) {
-                Some(after) => Action::RequeueAfter(after),
-                None => Action::Done,
+        let requeue = earliest(
+            status::next_availability_check(&owned, status::min_ready_seconds(&rs), now),
+            if needs_sync {
+                None
+            } else {
+                self.tracking.expires_in(&rs_key)
             },
-        )
+        );
+        Ok(requeue.map_or(Action::Done, Action::RequeueAfter))
     }
 
     /// Creates or deletes pods so that `owned` (the active pods the ReplicaSet controls)

@@ -57,6 +57,7 @@ pub(super) fn validate_kind(
                 &spec.selector,
                 &spec.template,
             ));
+            causes.extend(validate_deployment_rollout(&spec));
             causes
         }
         ("apps", "ReplicaSet") => {
@@ -94,6 +95,17 @@ pub(super) fn validate_kind(
                 "StatefulSet",
                 &spec.selector,
                 &spec.template,
+            ));
+            causes.extend(nonnegative(
+                spec.ordinals.as_ref().and_then(|o| o.start),
+                "spec.ordinals.start",
+            ));
+            causes.extend(nonnegative(
+                spec.update_strategy
+                    .as_ref()
+                    .and_then(|u| u.rolling_update.as_ref())
+                    .and_then(|r| r.partition),
+                "spec.updateStrategy.rollingUpdate.partition",
             ));
             causes
         }
@@ -247,6 +259,122 @@ fn validate_workload(
         "spec.template",
     ));
     causes
+}
+
+/// The rollout fields of a Deployment (upstream's `ValidateDeploymentStrategy` and the
+/// rest of `ValidateDeploymentSpec`): the strategy type, maxSurge and maxUnavailable as
+/// non-negative ints or percentages (not both zero, unavailability at most 100%),
+/// non-negative minReadySeconds and revisionHistoryLimit, and a progress deadline longer
+/// than minReadySeconds.
+fn validate_deployment_rollout(spec: &apps::v1::DeploymentSpec) -> Vec<StatusCause> {
+    let mut causes: Vec<StatusCause> = [
+        nonnegative(spec.min_ready_seconds, "spec.minReadySeconds"),
+        nonnegative(spec.revision_history_limit, "spec.revisionHistoryLimit"),
+        nonnegative(
+            spec.progress_deadline_seconds,
+            "spec.progressDeadlineSeconds",
+        ),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if let Some(deadline) = spec.progress_deadline_seconds
+        && deadline <= spec.min_ready_seconds.unwrap_or(0)
+    {
+        causes.push(invalid_raw(
+            "spec.progressDeadlineSeconds",
+            deadline,
+            "must be greater than minReadySeconds",
+        ));
+    }
+    let Some(strategy) = &spec.strategy else {
+        return causes;
+    };
+    let path = "spec.strategy.rollingUpdate";
+    match strategy.type_.as_deref().unwrap_or("RollingUpdate") {
+        "Recreate" => {
+            if strategy.rolling_update.is_some() {
+                causes.push(StatusCause::forbidden(
+                    path,
+                    "may not be specified when strategy `type` is 'Recreate'",
+                ));
+            }
+        }
+        "RollingUpdate" => {
+            let Some(rolling) = &strategy.rolling_update else {
+                return causes;
+            };
+            let unavailable = rolling.max_unavailable.as_ref();
+            let surge = rolling.max_surge.as_ref();
+            let unavailable_path = format!("{path}.maxUnavailable");
+            causes.extend(int_or_percent(unavailable, &unavailable_path));
+            causes.extend(int_or_percent(surge, &format!("{path}.maxSurge")));
+            if int_or_percent_value(unavailable) == Some(0)
+                && int_or_percent_value(surge) == Some(0)
+            {
+                causes.push(invalid_raw(
+                    unavailable_path.as_str(),
+                    show_int_or_string(unavailable),
+                    "may not be 0 when `maxSurge` is 0",
+                ));
+            }
+            if let Some(IntOrString::String(s)) = unavailable
+                && int_or_percent_value(unavailable).is_some_and(|v| v > 100)
+            {
+                causes.push(StatusCause::invalid(
+                    unavailable_path,
+                    s,
+                    "must not be greater than 100%",
+                ));
+            }
+        }
+        other => causes.push(StatusCause::not_supported(
+            "spec.strategy.type",
+            other,
+            &["Recreate", "RollingUpdate"],
+        )),
+    }
+    causes
+}
+
+/// Upstream's `ValidatePositiveIntOrPercent`: a non-negative int or a `[0-9]+%` string.
+fn int_or_percent(value: Option<&IntOrString>, path: &str) -> Option<StatusCause> {
+    match value? {
+        IntOrString::Int(n) => nonnegative(Some(*n), path),
+        IntOrString::String(s) => percent_of(s).is_none().then(|| {
+            StatusCause::invalid(
+                path,
+                s,
+                "a valid percent string must be a numeric string followed by an ending '%' \
+                 (e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')",
+            )
+        }),
+    }
+}
+
+/// The number of `[0-9]+%`, if `s` is one (saturating for absurd lengths).
+fn percent_of(s: &str) -> Option<u64> {
+    let digits = s.strip_suffix('%')?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(digits.parse().unwrap_or(u64::MAX))
+}
+
+/// The int, or the percentage's number, of a valid value; `None` when unset or invalid.
+fn int_or_percent_value(value: Option<&IntOrString>) -> Option<i64> {
+    match value? {
+        IntOrString::Int(n) => Some(i64::from(*n)),
+        IntOrString::String(s) => percent_of(s).map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
+    }
+}
+
+fn show_int_or_string(value: Option<&IntOrString>) -> String {
+    match value {
+        None => "null".to_string(),
+        Some(IntOrString::Int(n)) => n.to_string(),
+        Some(IntOrString::String(s)) => format!("{s:?}"),
+    }
 }
 
 /// Kubernetes' `ValidatePodTemplateSpecForReplicaSet`: the selector matches the template's

@@ -428,6 +428,85 @@ fn workload_selector_required_and_non_empty() {
 }
 
 #[test]
+fn deployment_rollout_fields() {
+    let mut obj = deployment(
+        json!({"matchLabels": {"app": "web"}}),
+        json!({"app": "web"}),
+    );
+    obj["spec"]["strategy"] = json!({"type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 0, "maxUnavailable": "0%"}});
+    assert_eq!(
+        check("deployments", obj.clone()),
+        vec![
+            "spec.strategy.rollingUpdate.maxUnavailable: Invalid value: \"0%\": may not be 0 \
+              when `maxSurge` is 0"
+        ]
+    );
+    obj["spec"]["strategy"]["rollingUpdate"] = json!({"maxSurge": -1, "maxUnavailable": "150%"});
+    assert_eq!(
+        check("deployments", obj.clone()),
+        vec![
+            "spec.strategy.rollingUpdate.maxSurge: Invalid value: -1: must be greater than or \
+             equal to 0",
+            "spec.strategy.rollingUpdate.maxUnavailable: Invalid value: \"150%\": must not be \
+             greater than 100%",
+        ]
+    );
+    obj["spec"]["strategy"]["rollingUpdate"] = json!({"maxSurge": "x%", "maxUnavailable": 1});
+    assert_eq!(
+        check("deployments", obj.clone()),
+        vec![
+            "spec.strategy.rollingUpdate.maxSurge: Invalid value: \"x%\": a valid percent string \
+             must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%', regex \
+             used for validation is '[0-9]+%')"
+        ]
+    );
+    obj["spec"]["strategy"] = json!({"type": "Recreate", "rollingUpdate": {"maxSurge": 1}});
+    assert_eq!(
+        check("deployments", obj.clone()),
+        vec![
+            "spec.strategy.rollingUpdate: Forbidden: may not be specified when strategy `type` \
+              is 'Recreate'"
+        ]
+    );
+    obj["spec"]["strategy"] = json!({"type": "BlueGreen"});
+    obj["spec"]["minReadySeconds"] = json!(30);
+    obj["spec"]["progressDeadlineSeconds"] = json!(30);
+    assert_eq!(
+        check("deployments", obj.clone()),
+        vec![
+            "spec.progressDeadlineSeconds: Invalid value: 30: must be greater than \
+             minReadySeconds",
+            "spec.strategy.type: Unsupported value: \"BlueGreen\": supported values: \
+             \"Recreate\", \"RollingUpdate\"",
+        ]
+    );
+    obj["spec"]["strategy"] = json!({"type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}});
+    obj["spec"]["progressDeadlineSeconds"] = json!(600);
+    assert_eq!(check("deployments", obj), Vec::<String>::new());
+}
+
+#[test]
+fn stateful_set_ordinals_and_partition_are_not_negative() {
+    let sts = json!({"metadata": {"name": "s"}, "spec": {
+        "selector": {"matchLabels": {"app": "s"}},
+        "ordinals": {"start": -1},
+        "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": -2}},
+        "template": {"metadata": {"labels": {"app": "s"}},
+            "spec": {"containers": [{"name": "c", "image": "i"}]}},
+    }});
+    assert_eq!(
+        check("statefulsets", sts),
+        vec![
+            "spec.ordinals.start: Invalid value: -1: must be greater than or equal to 0",
+            "spec.updateStrategy.rollingUpdate.partition: Invalid value: -2: must be greater \
+             than or equal to 0",
+        ]
+    );
+}
+
+#[test]
 fn workload_template_spec_is_validated() {
     let mut obj = deployment(
         json!({"matchLabels": {"app": "web"}}),

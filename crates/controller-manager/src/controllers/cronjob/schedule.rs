@@ -356,7 +356,11 @@ fn parse_range(expr: &str, b: &Bounds) -> Result<u64, String> {
     let mut v = start;
     while v <= end {
         bits |= 1 << v;
-        v += step;
+        // A step as large as u32::MAX must end the loop, not overflow.
+        match v.checked_add(step) {
+            Some(next) => v = next,
+            None => break,
+        }
     }
     Ok(bits)
 }
@@ -524,6 +528,10 @@ mod tests {
         assert!(err("* * * * 7").contains("7 is above the maximum 6"));
         assert!(err("* * * foo *").contains(r#""foo" is not a number or one of jan"#));
         assert!(err("*/0 * * * *").contains("step must be a positive number"));
+        assert!(
+            Schedule::parse("59/4294967295 * * * *").is_ok(),
+            "the largest step selects one value and does not overflow"
+        );
         assert!(err("5-1 * * * *").contains("range start 5 is after its end 1"));
         assert!(err("1-2-3 * * * *").contains("too many hyphens"));
         assert!(err("*/2/3 * * * *").contains("too many slashes"));

@@ -87,7 +87,7 @@ pub fn scaled_value(
             let percent: i64 = number
                 .parse()
                 .map_err(|_| IntOrPercentError::NotANumber(s.clone()))?;
-            let scaled = percent * i64::from(total);
+            let scaled = percent.saturating_mul(i64::from(total));
             let value = if round_up {
                 scaled.div_euclid(100) + i64::from(scaled.rem_euclid(100) != 0)
             } else {
@@ -135,7 +135,9 @@ pub fn max_surge(d: &Deployment) -> i32 {
     if !is_rolling_update(d) {
         return 0;
     }
-    fenceposts(d).0
+    // Never negative, and never so large that `replicas + surge` overflows.
+    let room = i32::MAX - deployment_replicas(d).max(0);
+    fenceposts(d).0.clamp(0, room)
 }
 
 /// How many of `spec.replicas` may be unavailable during a rolling update (0 for Recreate
@@ -145,7 +147,7 @@ pub fn max_unavailable(d: &Deployment) -> i32 {
     if !is_rolling_update(d) || replicas == 0 {
         return 0;
     }
-    fenceposts(d).1.min(replicas)
+    fenceposts(d).1.clamp(0, replicas)
 }
 
 /// The sum of `spec.replicas` of `rss`.

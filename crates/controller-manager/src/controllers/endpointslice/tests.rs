@@ -355,6 +355,12 @@ fn the_tracker_tells_own_writes_from_others_and_waits_for_a_stale_cache() {
         tracker.stale(&key, &slices, now),
         "the cache still has a deleted slice"
     );
+    let mut held = newer.clone();
+    held.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::UNIX_EPOCH));
+    assert!(
+        !tracker.stale(&key, &[Arc::new(held)], now),
+        "a slice held by a finalizer is on its way out"
+    );
     assert!(tracker.handle_deletion(&newer), "we deleted it");
     assert!(!tracker.stale(&key, &[], now));
     assert!(!tracker.handle_deletion(&newer), "an unexpected deletion");

@@ -112,7 +112,8 @@ impl Tracker {
         })
     }
 
-    /// Whether `slices` (the cached slices of `service`) miss writes the controller made.
+    /// Whether `slices` (the cached slices of `service`, those being deleted included) miss
+    /// writes the controller made.
     /// After [`STALE_LIMIT`] of staleness the expectations are dropped and this answers
     /// false.
     pub fn stale(&self, service: &ObjectRef, slices: &[Arc<EndpointSlice>], now: Instant) -> bool {
@@ -120,11 +121,18 @@ impl Tracker {
             let Some(state) = m.get_mut(service) else {
                 return false;
             };
-            let cached: HashMap<String, i64> =
-                slices.iter().map(|s| (uid(s), generation(s))).collect();
+            // A slice being deleted (held by a finalizer) counts as gone for a deletion the
+            // controller expects: it will not come back.
+            let cached: HashMap<String, (i64, bool)> = slices
+                .iter()
+                .map(|s| {
+                    let deleting = s.metadata.deletion_timestamp.is_some();
+                    (uid(s), (generation(s), deleting))
+                })
+                .collect();
             let stale = state.by_uid.iter().any(|(uid, expected)| match expected {
-                None => cached.contains_key(uid),
-                Some(g) => cached.get(uid).is_none_or(|c| c < g),
+                None => cached.get(uid).is_some_and(|(_, deleting)| !deleting),
+                Some(g) => cached.get(uid).is_none_or(|(c, _)| c < g),
             });
             if !stale {
                 state.stale_since = None;

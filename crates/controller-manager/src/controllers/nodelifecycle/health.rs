@@ -22,11 +22,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::context::Settings;
 
-/// How often every node is looked at even when nothing about it changed (upstream's
-/// `--node-monitor-period`, 5 s by default). Silence is also detected at its exact deadline,
-/// so this is only a resync.
-pub const NODE_MONITOR_PERIOD: Duration = Duration::from_secs(5);
-
 /// The conditions a kubelet posts and the controller turns `Unknown` when it goes silent.
 pub const KUBELET_CONDITIONS: [&str; 4] =
     ["Ready", "MemoryPressure", "DiskPressure", "PIDPressure"];

@@ -60,6 +60,11 @@ impl Tracking {
         self.counts.satisfied(key)
     }
 
+    /// How long until `key`'s outstanding expectations expire; `None` when it may act now.
+    pub fn expires_in(&self, key: &str) -> Option<std::time::Duration> {
+        self.counts.expires_in(key)
+    }
+
     /// Forgets `key` (its ReplicaSet is gone).
     pub fn forget(&self, key: &str) {
         self.deletions().remove(key);

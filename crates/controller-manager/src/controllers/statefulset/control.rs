@@ -10,6 +10,7 @@
 //! is available. `Parallel` creates and deletes without waiting; the rollout still goes one
 //! pod at a time.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use jiff::Timestamp;
@@ -171,28 +172,6 @@ pub fn count(
     c
 }
 
-/// A replica slot: a pod that exists, or one to create.
-enum Slot {
-    Existing(Arc<Pod>),
-    New(Box<Pod>),
-}
-
-impl Slot {
-    fn revision(&self) -> &str {
-        match self {
-            Slot::Existing(p) => identity::revision_of(p),
-            Slot::New(p) => identity::revision_of(p),
-        }
-    }
-
-    fn unavailable(&self, min_ready_seconds: i32, now: Timestamp) -> bool {
-        match self {
-            Slot::Existing(p) => !is_running_and_available(p, min_ready_seconds, now),
-            Slot::New(_) => true,
-        }
-    }
-}
-
 /// The pod to create for `ordinal`: at the current revision below the partition (or, without
 /// a `rollingUpdate` block, below the count of current replicas), at the update revision
 /// otherwise (upstream's `newVersionedStatefulSetPod`).
@@ -217,16 +196,23 @@ pub fn new_versioned_pod(inputs: &Inputs<'_>, ordinal: i32) -> Pod {
     identity::new_pod(set, revision.template, ordinal, revision.name)
 }
 
+/// At most this many creations are planned per reconcile of a `Parallel` set; the pods'
+/// arrival brings the set back for the next ones, so a set of a million replicas costs each
+/// reconcile no more than its existing pods and this many new ones.
+pub const MAX_PLANNED_CREATES: usize = 500;
+
 /// Plans one reconcile. `claims_missing` says whether an existing pod lacks claims.
 pub fn plan(inputs: &Inputs<'_>, claims_missing: impl Fn(&Pod) -> bool) -> Plan {
     let set = inputs.set;
     let min_ready = min_ready_seconds(set);
     let now = inputs.now;
-    let replica_count = usize::try_from(identity::replicas(set)).unwrap_or(0);
+    let replica_count = identity::replicas(set).max(0);
     let start = identity::start_ordinal(set);
-    let end = start.saturating_add(identity::replicas(set)) - 1;
+    // One past the last replica's ordinal.
+    let end = start.saturating_add(replica_count);
 
-    let mut slots: Vec<Option<Arc<Pod>>> = vec![None; replica_count];
+    // The replicas that exist, by ordinal; every other ordinal below `end` is missing.
+    let mut existing: BTreeMap<i32, Arc<Pod>> = BTreeMap::new();
     let mut condemned: Vec<Arc<Pod>> = Vec::new();
     let mut live: Vec<Arc<Pod>> = Vec::new();
     for pod in inputs.pods {
@@ -234,24 +220,13 @@ pub fn plan(inputs: &Inputs<'_>, claims_missing: impl Fn(&Pod) -> bool) -> Plan 
             continue;
         };
         live.push(pod.clone());
-        if (start..=end).contains(&ordinal) {
-            let index = usize::try_from(ordinal - start).unwrap_or(usize::MAX);
-            if let Some(slot) = slots.get_mut(index) {
-                *slot = Some(pod.clone());
-            }
+        if (start..end).contains(&ordinal) {
+            existing.insert(ordinal, pod.clone());
         } else {
             condemned.push(pod.clone());
         }
     }
     identity::sort_descending(&mut condemned);
-    let replicas: Vec<Slot> = slots
-        .into_iter()
-        .zip(start..)
-        .map(|(slot, ordinal)| match slot {
-            Some(pod) => Slot::Existing(pod),
-            None => Slot::New(Box::new(new_versioned_pod(inputs, ordinal))),
-        })
-        .collect();
 
     let mut plan = Plan {
         monotonic: !allows_burst(set),
@@ -269,8 +244,14 @@ pub fn plan(inputs: &Inputs<'_>, claims_missing: impl Fn(&Pod) -> bool) -> Plan 
     }
     let monotonic = plan.monotonic;
 
-    // The first unhealthy pod: of the replicas in order, else the lowest condemned one.
-    let first_unhealthy_condemned = if replicas.iter().any(|s| s.unavailable(min_ready, now)) {
+    // The first unhealthy pod: of the replicas in order (a missing one is unhealthy), else
+    // the lowest condemned one.
+    let missing = i64::from(replica_count) > i64::try_from(existing.len()).unwrap_or(i64::MAX);
+    let first_unhealthy_condemned = if missing
+        || existing
+            .values()
+            .any(|p| !is_running_and_available(p, min_ready, now))
+    {
         None
     } else {
         condemned
@@ -280,26 +261,32 @@ pub fn plan(inputs: &Inputs<'_>, claims_missing: impl Fn(&Pod) -> bool) -> Plan 
             .cloned()
     };
 
-    // Replicas: create the missing, replace the finished, wait for each to be healthy.
-    for slot in &replicas {
-        match slot {
-            Slot::New(pod) => {
-                plan.replicas.push(Step::Create(pod.clone()));
+    // Replicas: create the missing, replace the finished, wait for each to be healthy. Once
+    // enough creations are planned, only the existing pods above are visited.
+    let mut creates = 0;
+    let mut next = (start < end).then_some(start);
+    while let Some(ordinal) = next {
+        match existing.get(&ordinal) {
+            None => {
+                if creates < MAX_PLANNED_CREATES {
+                    let pod = new_versioned_pod(inputs, ordinal);
+                    plan.replicas.push(Step::Create(Box::new(pod)));
+                    creates += 1;
+                }
                 if monotonic {
                     return plan;
                 }
             }
-            Slot::Existing(pod) => {
-                if matches!(pods::phase(pod), "Failed" | "Succeeded") {
-                    if !is_terminating(pod) {
-                        plan.replicas
-                            .push(Step::Delete(pod.clone(), DeleteReason::Finished));
-                    }
-                    if monotonic {
-                        return plan;
-                    }
-                    continue;
+            Some(pod) if matches!(pods::phase(pod), "Failed" | "Succeeded") => {
+                if !is_terminating(pod) {
+                    plan.replicas
+                        .push(Step::Delete(pod.clone(), DeleteReason::Finished));
                 }
+                if monotonic {
+                    return plan;
+                }
+            }
+            Some(pod) => {
                 if pods::phase(pod) == "Pending" && claims_missing(pod) {
                     plan.replicas.push(Step::CreateClaims(pod.clone()));
                 }
@@ -317,6 +304,14 @@ pub fn plan(inputs: &Inputs<'_>, claims_missing: impl Fn(&Pod) -> bool) -> Plan 
                 }
             }
         }
+        next = if creates < MAX_PLANNED_CREATES {
+            ordinal.checked_add(1).filter(|o| *o < end)
+        } else {
+            existing
+                .range(ordinal.saturating_add(1)..end)
+                .next()
+                .map(|(o, _)| *o)
+        };
     }
 
     // Condemned pods, highest ordinal first; in order, only the first unhealthy one may go
@@ -345,19 +340,19 @@ pub fn plan(inputs: &Inputs<'_>, claims_missing: impl Fn(&Pod) -> bool) -> Plan 
         return plan;
     }
 
-    // The rollout: from the highest ordinal down to the partition, one pod at a time.
-    let update_min = usize::try_from(partition(set).unwrap_or(0)).unwrap_or(0);
-    for target in (update_min..replicas.len()).rev() {
-        let slot = &replicas[target];
-        if let Slot::Existing(pod) = slot
-            && slot.revision() != inputs.update.name
-            && !is_terminating(pod)
-        {
+    // The rollout: from the highest ordinal down to the partition, one pod at a time; a
+    // missing or unavailable replica holds it.
+    let update_min = start.saturating_add(partition(set).unwrap_or(0).max(0));
+    for ordinal in (update_min..end).rev() {
+        let Some(pod) = existing.get(&ordinal) else {
+            return plan;
+        };
+        if identity::revision_of(pod) != inputs.update.name && !is_terminating(pod) {
             plan.update = Some(Step::Delete(pod.clone(), DeleteReason::Update));
             plan.counts.current -= 1;
             return plan;
         }
-        if slot.unavailable(min_ready, now) {
+        if !is_running_and_available(pod, min_ready, now) {
             return plan;
         }
     }

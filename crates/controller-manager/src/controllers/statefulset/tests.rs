@@ -290,6 +290,29 @@ fn parallel_creates_every_missing_pod_at_once() {
 }
 
 #[test]
+fn a_huge_parallel_set_plans_a_bounded_batch() {
+    let s = set(i32::MAX, "Parallel");
+    // Pods at the start and far above it: the ones above are still visited.
+    let pods = [
+        healthy(&s, 0, "web-v2"),
+        pod(&s, 1_000_000, "web-v2", "Failed", false),
+    ];
+    let plan = plan_for(&s, &pods);
+    let got = steps(&plan);
+    assert_eq!(got.len(), control::MAX_PLANNED_CREATES + 1);
+    assert_eq!(got[0], "create web-1@web-v2");
+    assert_eq!(
+        got[control::MAX_PLANNED_CREATES - 1],
+        format!("create web-{}@web-v2", control::MAX_PLANNED_CREATES)
+    );
+    assert_eq!(
+        got[control::MAX_PLANNED_CREATES],
+        "delete web-1000000 (Finished)"
+    );
+    assert!(plan.update.is_none(), "missing replicas hold the rollout");
+}
+
+#[test]
 fn failed_pods_are_deleted_to_be_recreated() {
     let s = set(2, "OrderedReady");
     let failed = pod(&s, 0, "web-v2", "Failed", false);

@@ -20,7 +20,21 @@ fn child<'a>(obj: &'a mut Value, key: &str) -> &'a mut Value {
     &mut obj[key]
 }
 
-/// Applies the defaults of `group`/`kind` to `obj`.
+/// Applies the defaults of `group`/`kind` to an updated or patched `obj`, as upstream
+/// defaults every object it decodes: a field an update or patch drops comes back with its
+/// default, so controllers compare like with like (a Deployment's template against its
+/// ReplicaSets'). What upstream sets only when creating is left out: a namespace's
+/// `kubernetes` finalizer (the finalize subresource removes it) and a Job's generated
+/// selector.
+pub fn apply_update(group: &str, kind: &str, obj: &mut Value) {
+    match (group, kind) {
+        ("", "Namespace") => {}
+        ("batch", "Job") => job_spec(child(obj, "spec")),
+        _ => apply(group, kind, obj),
+    }
+}
+
+/// Applies the defaults of `group`/`kind` to `obj` when it is created.
 pub fn apply(group: &str, kind: &str, obj: &mut Value) {
     match (group, kind) {
         ("", "Pod") => pod_spec(child(obj, "spec")),
@@ -258,6 +272,31 @@ mod tests {
         assert_eq!(dep["spec"]["replicas"], 0);
         assert_eq!(dep["spec"]["template"]["spec"]["restartPolicy"], "Never");
         assert_eq!(dep["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%");
+    }
+
+    #[test]
+    fn updates_are_defaulted_but_for_create_only_fields() {
+        // A merge patch that replaced the containers list drops their defaults.
+        let mut dep = json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "app", "image": "registry.local/app:v2"}]}}}});
+        apply_update("apps", "Deployment", &mut dep);
+        let c = &dep["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(c["imagePullPolicy"], "IfNotPresent");
+        assert_eq!(c["terminationMessagePath"], "/dev/termination-log");
+        assert_eq!(dep["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%");
+
+        let mut ns = json!({"spec": {}});
+        apply_update("", "Namespace", &mut ns);
+        assert_eq!(
+            ns,
+            json!({"spec": {}}),
+            "finalizers are only defaulted on create"
+        );
+        let mut job = json!({"metadata": {"name": "pi", "uid": "u1"},
+            "spec": {"template": {"spec": {}}}});
+        apply_update("batch", "Job", &mut job);
+        assert!(job["spec"]["selector"].is_null(), "no selector generated");
+        assert_eq!(job["spec"]["backoffLimit"], 6);
     }
 
     #[test]

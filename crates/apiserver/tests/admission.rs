@@ -230,6 +230,32 @@ async fn generation_and_status_subresource() {
         )
         .await;
     assert_eq!(patched["status"]["replicas"], 5);
+
+    // A merge patch replaces the containers list; the defaults come back, as upstream
+    // defaults every write, so the template still equals its ReplicaSets'.
+    let patched = api
+        .patch(
+            "web",
+            v1::PatchType::Merge,
+            json!({"spec": {"template": {"spec": {"containers": [
+                {"name": "web", "image": "registry.local/web:v2"}]}}}}),
+            "",
+        )
+        .await;
+    let container = &patched["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["imagePullPolicy"], "IfNotPresent");
+    assert_eq!(container["terminationMessagePolicy"], "File");
+    assert_eq!(patched["metadata"]["generation"], 4);
+    let mut unchanged = patched.clone();
+    unchanged["spec"]["template"]["spec"]["containers"][0]
+        .as_object_mut()
+        .expect("container")
+        .remove("imagePullPolicy");
+    let after = api.update(&unchanged, false).await;
+    assert_eq!(
+        after["metadata"]["generation"], 4,
+        "dropping a defaulted field changes nothing"
+    );
     server.shutdown().await;
 }
 

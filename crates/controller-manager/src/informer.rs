@@ -240,7 +240,7 @@ impl<K: Object> Informer<K> {
     /// Applies one watcher event to the cache and tells the subscribers. `list` holds the
     /// objects of a re-list in progress.
     pub fn apply(&self, event: Event<K>, list: &mut Option<Cache<K>>) {
-        match event {
+        match event.map(trim) {
             Event::Init => *list = Some(Cache::new()),
             Event::InitApply(obj) => {
                 let (ns, name) = key_of(&obj);
@@ -334,6 +334,14 @@ impl<K: Object> Informer<K> {
             }
         }
     }
+}
+
+/// Drops what no controller reads before an object is cached: `managedFields` (server-side
+/// apply's bookkeeping) is often the largest part of an object's metadata, and the caches
+/// hold every pod.
+fn trim<K: Object>(mut obj: K) -> K {
+    obj.metadata_mut().managed_fields = None;
+    obj
 }
 
 fn key_of<K: Object>(obj: &K) -> (String, String) {

@@ -191,6 +191,9 @@ pub(super) fn admit_update(info: &ResourceInfo, old: &Value, mut new: Value, par
         };
     }
     meta.remove("resourceVersion");
+    if part == Part::Main {
+        crate::defaults::apply_update(info.group, info.kind, &mut new);
+    }
     if spec_of(&new) != spec_of(old)
         && let Some(g) = old["metadata"]["generation"].as_i64()
     {
@@ -457,7 +460,9 @@ mod tests {
     #[test]
     fn generation_moves_only_with_the_spec() {
         let info = rkube_types::registry::lookup("apps", "v1", "deployments").expect("registered");
-        let old = json!({"metadata": {"name": "d", "generation": 3, "uid": "u"}, "spec": {"replicas": 1}, "status": {"replicas": 1}});
+        let mut old = json!({"metadata": {"name": "d", "generation": 3, "uid": "u"}, "spec": {"replicas": 1}, "status": {"replicas": 1}});
+        // Stored objects are defaulted; updates are defaulted the same way.
+        crate::defaults::apply("apps", "Deployment", &mut old);
         let labels =
             json!({"metadata": {"name": "d", "labels": {"a": "b"}}, "spec": {"replicas": 1}});
         assert_eq!(

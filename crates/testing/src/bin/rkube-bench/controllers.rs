@@ -136,9 +136,10 @@ async fn run_once(
     .await?;
 
     let t1 = Instant::now();
-    let patch = json!({"spec": {"template": {"spec": {"containers": [
-        {"name": "app", "image": "registry.local/app:v2"}]}}}});
-    deployments.patch("web", &Patch::Merge(patch)).await?;
+    // Only the image changes (as `kubectl set image`); requests and defaults stay.
+    let patch = json!([{"op": "replace", "path": "/spec/template/spec/containers/0/image",
+        "value": "registry.local/app:v2"}]);
+    deployments.patch("web", &Patch::Json(patch)).await?;
     let rolled = until("the rolling update complete", || async {
         Ok(rolled_out(&deployments.get("web").await?, replicas))
     })

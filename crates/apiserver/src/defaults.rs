@@ -14,6 +14,15 @@ fn default(obj: &mut Value, key: &str, value: Value) {
     }
 }
 
+/// Fills `key` with `value` when absent, null or the empty string (Go's zero value for an
+/// enum such as a strategy type, which upstream defaults too).
+fn default_str(obj: &mut Value, key: &str, value: &str) {
+    if obj.get(key).is_some_and(|v| v == "") {
+        obj[key] = Value::Null;
+    }
+    default(obj, key, json!(value));
+}
+
 /// The object at `key`, created empty when absent.
 fn child<'a>(obj: &'a mut Value, key: &str) -> &'a mut Value {
     default(obj, key, json!({}));
@@ -51,7 +60,7 @@ pub fn apply(group: &str, kind: &str, obj: &mut Value) {
             default(spec, "revisionHistoryLimit", json!(10));
             default(spec, "progressDeadlineSeconds", json!(600));
             let strategy = child(spec, "strategy");
-            default(strategy, "type", json!("RollingUpdate"));
+            default_str(strategy, "type", "RollingUpdate");
             if strategy["type"] == "RollingUpdate" {
                 let rolling = child(strategy, "rollingUpdate");
                 default(rolling, "maxUnavailable", json!("25%"));
@@ -69,10 +78,22 @@ pub fn apply(group: &str, kind: &str, obj: &mut Value) {
             default(spec, "replicas", json!(1));
             default(spec, "podManagementPolicy", json!("OrderedReady"));
             default(spec, "revisionHistoryLimit", json!(10));
+            // Upstream's SetDefaults_StatefulSet: a missing type becomes RollingUpdate with a
+            // rollingUpdate block; a partition is defaulted only in a block that exists (the
+            // controller treats an explicit RollingUpdate without a block differently).
             let strategy = child(spec, "updateStrategy");
-            default(strategy, "type", json!("RollingUpdate"));
-            if strategy["type"] == "RollingUpdate" {
-                default(child(strategy, "rollingUpdate"), "partition", json!(0));
+            let typed = strategy
+                .get("type")
+                .and_then(Value::as_str)
+                .is_some_and(|t| !t.is_empty());
+            if !typed {
+                strategy["type"] = json!("RollingUpdate");
+                default(strategy, "rollingUpdate", json!({}));
+            }
+            if strategy["type"] == "RollingUpdate"
+                && let Some(rolling) = strategy.get_mut("rollingUpdate").filter(|r| r.is_object())
+            {
+                default(rolling, "partition", json!(0));
             }
             let retention = child(spec, "persistentVolumeClaimRetentionPolicy");
             default(retention, "whenDeleted", json!("Retain"));
@@ -83,7 +104,7 @@ pub fn apply(group: &str, kind: &str, obj: &mut Value) {
             let spec = child(obj, "spec");
             default(spec, "revisionHistoryLimit", json!(10));
             let strategy = child(spec, "updateStrategy");
-            default(strategy, "type", json!("RollingUpdate"));
+            default_str(strategy, "type", "RollingUpdate");
             if strategy["type"] == "RollingUpdate" {
                 let rolling = child(strategy, "rollingUpdate");
                 default(rolling, "maxUnavailable", json!(1));
@@ -317,6 +338,22 @@ mod tests {
             sts["spec"]["updateStrategy"],
             json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 2}})
         );
+        let mut sts = json!({"spec": {"updateStrategy": {"type": ""}}});
+        apply("apps", "StatefulSet", &mut sts);
+        assert_eq!(
+            sts["spec"]["updateStrategy"],
+            json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}})
+        );
+        let mut sts = json!({"spec": {"updateStrategy": {"type": "RollingUpdate"}}});
+        apply("apps", "StatefulSet", &mut sts);
+        assert_eq!(
+            sts["spec"]["updateStrategy"],
+            json!({"type": "RollingUpdate"}),
+            "an explicit type without a block stays without one"
+        );
+        let mut dep = json!({"spec": {"strategy": {"type": ""}}});
+        apply("apps", "Deployment", &mut dep);
+        assert_eq!(dep["spec"]["strategy"]["type"], "RollingUpdate");
         assert_eq!(
             sts["spec"]["persistentVolumeClaimRetentionPolicy"],
             json!({"whenDeleted": "Retain", "whenScaled": "Retain"})

@@ -857,7 +857,7 @@ impl Objects {
                 let sub = if part == Part::Status { "status" } else { "" };
                 crate::ssa::record_update(info, &old, &mut new, manager(opts), sub, &now(0));
             }
-            validate(info, name, &new)?;
+            validate_update(info, name, &old, &new)?;
             check_size(&new)?;
             if without_revision(&new) == without_revision(&old) {
                 return Ok(Written {

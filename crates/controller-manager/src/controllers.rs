@@ -141,18 +141,28 @@ pub const ALL: &[Descriptor] = &[
     },
 ];
 
-/// A `--controllers` value names no known controller.
+/// A `--controllers` value rkube cannot honour.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown controller {0:?} in --controllers (known: {known})", known = known())]
-pub struct UnknownController(pub String);
+pub enum UnknownController {
+    /// A name that is neither rkube's nor upstream's.
+    #[error("unknown controller {0:?} in --controllers (known: {known})", known = known())]
+    Unknown(String),
+    /// An upstream controller that runs inside another one here, disabled alone or enabled
+    /// with its host disabled.
+    #[error(
+        "--controllers: {0} runs inside {1} in rkube and cannot be switched apart from it; \
+         enable or disable {1} as a whole"
+    )]
+    Folded(&'static str, &'static str),
+}
 
 fn known() -> String {
     ALL.iter().map(|d| d.alias).collect::<Vec<_>>().join(", ")
 }
 
 /// Upstream controllers that run inside another one here: (upstream name, alias, the
-/// controller that does their work). Naming one enables its host; `-name` cannot switch
-/// the part off alone and is ignored, with a note.
+/// controller that does their work). Naming one enables its host; disabling one alone, or
+/// enabling one while disabling its host, is refused at start-up rather than ignored.
 pub const FOLDED: &[(&str, &str, &str)] = &[
     (
         "taint-eviction-controller",
@@ -224,6 +234,14 @@ pub const NOT_IMPLEMENTED: &[&str] = &[
     "ttl-controller",
     "ttl",
     "validatingadmissionpolicy-status-controller",
+    "storage-version-gc",
+    "resource-claim-controller",
+    "service-ca-certificate-publisher-controller",
+    "service-ca-cert-publisher",
+    "selinux-warning-controller",
+    "device-taint-eviction-controller",
+    "kube-apiserver-serving-clustertrustbundle-publisher-controller",
+    "podcertificaterequest-cleaner-controller",
     "volumeattributesclass-protection-controller",
 ];
 
@@ -232,6 +250,8 @@ enum Item {
     Star,
     On(&'static str),
     Off(&'static str),
+    /// An upstream controller folded into a host here, enabled.
+    FoldedOn(&'static str, &'static str),
     /// Accepted and ignored, with the reason.
     Ignored(String),
 }
@@ -260,17 +280,14 @@ fn items(spec: &[String]) -> Result<Vec<Item>, UnknownController> {
             }
         } else if let Some((upstream, _, host)) = folded(name) {
             if on {
-                Item::On(host)
+                Item::FoldedOn(upstream, host)
             } else {
-                Item::Ignored(format!(
-                    "{upstream} is part of {host} here and cannot be disabled alone; \
-                     \"-{name}\" is ignored"
-                ))
+                return Err(UnknownController::Folded(upstream, host));
             }
         } else if NOT_IMPLEMENTED.contains(&name) {
             Item::Ignored(format!("{name} is not implemented by rkube; ignored"))
         } else {
-            return Err(UnknownController(name.to_string()));
+            return Err(UnknownController::Unknown(name.to_string()));
         });
     }
     Ok(out)
@@ -281,13 +298,21 @@ pub fn select(spec: &[String]) -> Result<Vec<&'static Descriptor>, UnknownContro
     let mut star = false;
     let mut on = Vec::new();
     let mut off = Vec::new();
+    let mut folded = Vec::new();
     for item in items(spec)? {
         match item {
             Item::Star => star = true,
             Item::On(name) => on.push(name),
             Item::Off(name) => off.push(name),
+            Item::FoldedOn(upstream, host) => {
+                on.push(host);
+                folded.push((upstream, host));
+            }
             Item::Ignored(_) => {}
         }
+    }
+    if let Some((upstream, host)) = folded.into_iter().find(|(_, h)| off.contains(h)) {
+        return Err(UnknownController::Folded(upstream, host));
     }
     Ok(ALL
         .iter()
@@ -377,17 +402,18 @@ mod tests {
         // Folded controllers enable their host and cannot be disabled alone.
         assert_eq!(names(&["taint-eviction-controller"]), ["nodelifecycle"]);
         assert_eq!(names(&["ttl-after-finished"]), ["job"]);
-        let spec = ["*,-ttl-after-finished-controller".to_string()];
-        assert_eq!(select(&spec).unwrap().len(), ALL.len());
-        assert_eq!(
-            ignored(&spec),
-            [
-                "ttl-after-finished-controller is part of job-controller here and cannot be \
-              disabled alone; \"-ttl-after-finished-controller\" is ignored"
-            ]
-        );
+        for spec in [
+            "*,-ttl-after-finished-controller",
+            "ttl-after-finished,-job-controller",
+        ] {
+            assert_eq!(
+                select(&[spec.to_string()]).unwrap_err(),
+                UnknownController::Folded("ttl-after-finished-controller", "job-controller"),
+                "{spec}"
+            );
+        }
         let err = select(&["replicaset,nope".to_string()]).unwrap_err();
-        assert_eq!(err, UnknownController("nope".into()));
+        assert_eq!(err, UnknownController::Unknown("nope".into()));
         assert!(err.to_string().contains("known: replicaset"), "{err}");
     }
 }

@@ -82,9 +82,10 @@ impl Expectations {
         if e.adds <= 0 && e.dels <= 0 {
             return None;
         }
-        let left = EXPECTATIONS_TTL.saturating_sub(e.set_at.elapsed());
-        // Just past the expiry, so the requeued reconcile finds them expired.
-        (!left.is_zero()).then(|| left + Duration::from_millis(1))
+        let elapsed = e.set_at.elapsed();
+        // The same comparison as `satisfied`; just past the expiry, so the requeued
+        // reconcile finds them expired.
+        (elapsed <= EXPECTATIONS_TTL).then(|| EXPECTATIONS_TTL - elapsed + Duration::from_millis(1))
     }
 
     /// Forgets `key` (its controller is gone).

@@ -268,6 +268,34 @@ pub(super) fn validate(info: &ResourceInfo, name: &str, obj: &Value) -> Result<(
     }
 }
 
+/// Validates an update: a cause the stored object already has is not held against the
+/// update, so an object stored before a check existed (or was tightened) can still be
+/// labelled, finalized or deleted; only what the update makes invalid is refused.
+pub(super) fn validate_update(
+    info: &ResourceInfo,
+    name: &str,
+    old: &Value,
+    new: &Value,
+) -> Result<(), ApiError> {
+    let mut causes = validation::validate_object(info, new);
+    if causes.is_empty() {
+        return Ok(());
+    }
+    let existing = validation::validate_object(info, old);
+    causes.retain(|c| !existing.contains(c));
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            info.group,
+            info.kind,
+            info.plural,
+            name,
+            causes,
+        ))
+    }
+}
+
 pub(super) fn namespace_mismatch(body: &str, request: &str) -> ApiError {
     ApiError::bad_request(format!(
         "the namespace of the provided object ({body}) does not match the namespace sent on the request ({request})"
@@ -455,6 +483,30 @@ mod tests {
                 "token {bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn an_update_is_refused_only_for_what_it_makes_invalid() {
+        let info = rkube_types::registry::lookup("apps", "v1", "deployments").expect("registered");
+        // Stored before the progress-deadline check existed.
+        let old = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "d"},
+            "spec": {"selector": {"matchLabels": {"a": "b"}}, "minReadySeconds": 30,
+                "progressDeadlineSeconds": 30,
+                "template": {"metadata": {"labels": {"a": "b"}},
+                    "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
+        let mut labelled = old.clone();
+        labelled["metadata"]["labels"] = json!({"x": "y"});
+        assert!(validate_update(info, "d", &old, &labelled).is_ok());
+        let mut worse = old.clone();
+        worse["spec"]["progressDeadlineSeconds"] = json!(10);
+        let err = validate_update(info, "d", &old, &worse).expect_err("a new invalid value");
+        assert_eq!(err.causes.len(), 1);
+        assert_eq!(err.causes[0].field, "spec.progressDeadlineSeconds");
+        assert!(
+            validate(info, "d", &old).is_err(),
+            "on create the same object is refused"
+        );
     }
 
     #[test]

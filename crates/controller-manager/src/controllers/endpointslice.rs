@@ -241,7 +241,9 @@ impl Controller {
             return Ok(Action::RequeueAfter(STALE_RETRY));
         }
         // Slices pending deletion are neither reused nor counted (upstream's
-        // `dropEndpointSlicesPendingDeletion`, after the staleness check as there).
+        // `dropEndpointSlicesPendingDeletion`, which upstream applies before its staleness
+        // check; checking first lets a slice held by a finalizer count as gone for a
+        // deletion the controller expects, instead of looking stale).
         slices.retain(|s| s.metadata.deletion_timestamp.is_none());
         let nodes = &self.nodes;
         let node_zone = |name: &str| nodes.get("", name).map(|n| zone(&n).map(str::to_string));

@@ -431,7 +431,6 @@ impl JobController {
             .get_or_insert_with(Default::default);
         // Read before the pods, so a pod that arrives in between is seen next time.
         let satisfied = self.expectations.satisfied(key);
-        let expectations_expire = self.expectations.expires_in(key);
         let pods = self.pods_for_job(&job).await?;
         let active: Vec<Arc<Pod>> = pods
             .iter()
@@ -580,7 +579,8 @@ impl JobController {
         if let Some(error) = manage_error {
             return Err(error);
         }
-        let requeue = earliest(requeue, expectations_expire);
+        // After `manage`, so expectations it just set are covered too.
+        let requeue = earliest(requeue, self.expectations.expires_in(key));
         Ok(requeue.map_or(Action::Done, Action::RequeueAfter))
     }
 

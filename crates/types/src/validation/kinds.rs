@@ -77,13 +77,15 @@ pub(super) fn validate_kind(
         ("apps", "DaemonSet") => {
             let ds: apps::v1::DaemonSet = decode(obj)?;
             let spec = ds.spec.unwrap_or_default();
-            validate_workload(
+            let mut causes = validate_workload(
                 obj,
                 "daemonset",
                 "DaemonSet",
                 &spec.selector,
                 &spec.template,
-            )
+            );
+            causes.extend(validate_daemon_set_strategy(spec.update_strategy.as_ref()));
+            causes
         }
         ("apps", "StatefulSet") => {
             let sts: apps::v1::StatefulSet = decode(obj)?;
@@ -332,6 +334,60 @@ fn validate_deployment_rollout(spec: &apps::v1::DeploymentSpec) -> Vec<StatusCau
             "spec.strategy.type",
             other,
             &["Recreate", "RollingUpdate"],
+        )),
+    }
+    causes
+}
+
+/// Upstream's `ValidateDaemonSetUpdateStrategy` and `ValidateRollingUpdateDaemonSet`:
+/// OnDelete or RollingUpdate; maxUnavailable and maxSurge non-negative ints or percentages
+/// of at most 100%, exactly one of them non-zero.
+fn validate_daemon_set_strategy(
+    strategy: Option<&apps::v1::DaemonSetUpdateStrategy>,
+) -> Vec<StatusCause> {
+    let mut causes = Vec::new();
+    let Some(strategy) = strategy else {
+        return causes;
+    };
+    let path = "spec.updateStrategy.rollingUpdate";
+    match strategy.type_.as_deref().unwrap_or("RollingUpdate") {
+        "OnDelete" => {}
+        "RollingUpdate" => {
+            let Some(rolling) = &strategy.rolling_update else {
+                return causes;
+            };
+            let unavailable_path = format!("{path}.maxUnavailable");
+            let surge_path = format!("{path}.maxSurge");
+            let unavailable = rolling.max_unavailable.as_ref();
+            let surge = rolling.max_surge.as_ref();
+            causes.extend(int_or_percent(unavailable, &unavailable_path));
+            causes.extend(int_or_percent(surge, &surge_path));
+            for (value, at) in [(unavailable, &unavailable_path), (surge, &surge_path)] {
+                if let Some(IntOrString::String(s)) = value
+                    && int_or_percent_value(value).is_some_and(|v| v > 100)
+                {
+                    causes.push(StatusCause::invalid(at, s, "must not be greater than 100%"));
+                }
+            }
+            let has_unavailable = int_or_percent_value(unavailable).unwrap_or(0) != 0;
+            let has_surge = int_or_percent_value(surge).unwrap_or(0) != 0;
+            match (has_unavailable, has_surge) {
+                (true, true) => causes.push(invalid_raw(
+                    surge_path.as_str(),
+                    show_int_or_string(surge),
+                    "may not be set when maxUnavailable is non-zero",
+                )),
+                (false, false) => causes.push(required_because(
+                    unavailable_path,
+                    "cannot be 0 when maxSurge is 0",
+                )),
+                _ => {}
+            }
+        }
+        other => causes.push(StatusCause::not_supported(
+            "spec.updateStrategy.type",
+            other,
+            &["OnDelete", "RollingUpdate"],
         )),
     }
     causes

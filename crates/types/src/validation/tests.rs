@@ -488,6 +488,62 @@ fn deployment_rollout_fields() {
 }
 
 #[test]
+fn daemon_set_rolling_update_has_exactly_one_of_surge_and_unavailability() {
+    let ds = |rolling: serde_json::Value| {
+        json!({"metadata": {"name": "d"}, "spec": {
+            "selector": {"matchLabels": {"app": "d"}},
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": rolling},
+            "template": {"metadata": {"labels": {"app": "d"}},
+                "spec": {"containers": [{"name": "c", "image": "i"}]}},
+        }})
+    };
+    assert_eq!(
+        check(
+            "daemonsets",
+            ds(json!({"maxUnavailable": 1, "maxSurge": 1}))
+        ),
+        vec![
+            "spec.updateStrategy.rollingUpdate.maxSurge: Invalid value: 1: may not be set \
+              when maxUnavailable is non-zero"
+        ]
+    );
+    assert_eq!(
+        check(
+            "daemonsets",
+            ds(json!({"maxUnavailable": 0, "maxSurge": "0%"}))
+        ),
+        vec![
+            "spec.updateStrategy.rollingUpdate.maxUnavailable: Required value: cannot be 0 \
+              when maxSurge is 0"
+        ]
+    );
+    assert_eq!(
+        check(
+            "daemonsets",
+            ds(json!({"maxUnavailable": 0, "maxSurge": "150%"}))
+        ),
+        vec![
+            "spec.updateStrategy.rollingUpdate.maxSurge: Invalid value: \"150%\": must not be \
+              greater than 100%"
+        ]
+    );
+    assert!(
+        check(
+            "daemonsets",
+            ds(json!({"maxUnavailable": 0, "maxSurge": "10%"}))
+        )
+        .is_empty()
+    );
+    assert!(
+        check(
+            "daemonsets",
+            ds(json!({"maxUnavailable": 1, "maxSurge": 0}))
+        )
+        .is_empty()
+    );
+}
+
+#[test]
 fn stateful_set_ordinals_and_partition_are_not_negative() {
     let sts = json!({"metadata": {"name": "s"}, "spec": {
         "selector": {"matchLabels": {"app": "s"}},

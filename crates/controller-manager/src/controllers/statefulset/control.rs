@@ -185,8 +185,8 @@ pub fn new_versioned_pod(inputs: &Inputs<'_>, ordinal: i32) -> Pod {
         .and_then(|s| s.current_replicas)
         .unwrap_or(0);
     let at_current = match partition(set) {
-        None => rolling && ordinal < start + current_replicas,
-        Some(partition) => ordinal < start + partition,
+        None => rolling && ordinal < start.saturating_add(current_replicas),
+        Some(partition) => ordinal < start.saturating_add(partition),
     };
     let revision = if at_current {
         inputs.current

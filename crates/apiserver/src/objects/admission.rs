@@ -9,6 +9,7 @@ use bytes::Bytes;
 use rkube_store::{Revision, ValueFn};
 use rkube_types::fields::FieldSelector;
 use rkube_types::selector::LabelSelector;
+use rkube_types::status::StatusCause;
 use rkube_types::{ApiError, Reason, ResourceInfo, validation};
 use serde_json::{Map, Value, json};
 
@@ -254,18 +255,7 @@ pub(super) fn prune_unknown(
 }
 
 pub(super) fn validate(info: &ResourceInfo, name: &str, obj: &Value) -> Result<(), ApiError> {
-    let causes = validation::validate_object(info, obj);
-    if causes.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(
-            info.group,
-            info.kind,
-            info.plural,
-            name,
-            causes,
-        ))
-    }
+    refuse(info, name, validation::validate_object(info, obj))
 }
 
 /// Validates an update: a cause the stored object already has is not held against the
@@ -278,22 +268,25 @@ pub(super) fn validate_update(
     new: &Value,
 ) -> Result<(), ApiError> {
     let mut causes = validation::validate_object(info, new);
+    if !causes.is_empty() {
+        let existing = validation::validate_object(info, old);
+        causes.retain(|c| !existing.contains(c));
+    }
+    refuse(info, name, causes)
+}
+
+/// 422 Invalid with `causes`, unless there are none.
+fn refuse(info: &ResourceInfo, name: &str, causes: Vec<StatusCause>) -> Result<(), ApiError> {
     if causes.is_empty() {
         return Ok(());
     }
-    let existing = validation::validate_object(info, old);
-    causes.retain(|c| !existing.contains(c));
-    if causes.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(
-            info.group,
-            info.kind,
-            info.plural,
-            name,
-            causes,
-        ))
-    }
+    Err(ApiError::invalid(
+        info.group,
+        info.kind,
+        info.plural,
+        name,
+        causes,
+    ))
 }
 
 pub(super) fn namespace_mismatch(body: &str, request: &str) -> ApiError {

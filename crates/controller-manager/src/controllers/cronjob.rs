@@ -24,7 +24,7 @@
 //! schedule syntax is in [`schedule`].
 
 pub mod plan;
-pub mod schedule;
+pub use rkube_types::cron as schedule;
 
 use std::collections::HashSet;
 use std::sync::Arc;

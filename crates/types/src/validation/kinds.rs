@@ -551,7 +551,57 @@ fn validate_cron_job(spec: &batch::v1::CronJobSpec) -> Vec<StatusCause> {
     let mut causes = Vec::new();
     if spec.schedule.trim().is_empty() {
         causes.push(StatusCause::required("spec.schedule"));
+    } else if spec.schedule.contains("TZ") {
+        // Upstream refuses a time zone in the schedule on create since 1.27.
+        causes.push(StatusCause::invalid(
+            "spec.schedule",
+            &spec.schedule,
+            "cannot use TZ or CRON_TZ in schedule, use timeZone field instead",
+        ));
+    } else if let Err(e) = crate::cron::Schedule::parse(&spec.schedule) {
+        causes.push(StatusCause::invalid(
+            "spec.schedule",
+            &spec.schedule,
+            e.to_string(),
+        ));
     }
+    if let Some(zone) = spec.time_zone.as_deref() {
+        // Upstream's validateTimeZone: an explicit IANA name.
+        let problem = if zone.is_empty() {
+            Some("timeZone must be nil or non-empty string".to_string())
+        } else if zone.eq_ignore_ascii_case("local") {
+            Some(
+                "timeZone must be an explicit time zone as defined in \
+                 https://www.iana.org/time-zones"
+                    .to_string(),
+            )
+        } else {
+            jiff::tz::TimeZone::get(zone)
+                .err()
+                .map(|_| format!("unknown time zone {zone}"))
+        };
+        if let Some(problem) = problem {
+            causes.push(StatusCause::invalid("spec.timeZone", zone, problem));
+        }
+    }
+    causes.extend(
+        [
+            nonnegative(
+                spec.starting_deadline_seconds,
+                "spec.startingDeadlineSeconds",
+            ),
+            nonnegative(
+                spec.successful_jobs_history_limit,
+                "spec.successfulJobsHistoryLimit",
+            ),
+            nonnegative(
+                spec.failed_jobs_history_limit,
+                "spec.failedJobsHistoryLimit",
+            ),
+        ]
+        .into_iter()
+        .flatten(),
+    );
     if let Some(policy) = spec.concurrency_policy.as_deref().filter(|p| !p.is_empty())
         && !["Allow", "Forbid", "Replace"].contains(&policy)
     {

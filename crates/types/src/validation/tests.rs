@@ -634,6 +634,66 @@ fn jobs_need_on_failure_or_never() {
 }
 
 #[test]
+fn cron_job_schedules_and_time_zones() {
+    let cron = |spec: serde_json::Value| {
+        let mut obj = json!({"metadata": {"name": "cj"}, "spec": {"jobTemplate": {"spec": {
+            "template": {"spec": {"restartPolicy": "Never",
+                "containers": [{"name": "c", "image": "i"}]}},
+        }}}});
+        for (k, v) in spec.as_object().expect("object") {
+            obj["spec"][k] = v.clone();
+        }
+        obj
+    };
+    assert!(check("cronjobs", cron(json!({"schedule": "*/5 * * * *"}))).is_empty());
+    assert!(
+        check(
+            "cronjobs",
+            cron(json!({"schedule": "@hourly", "timeZone": "Europe/Paris"}))
+        )
+        .is_empty()
+    );
+    assert_eq!(
+        check("cronjobs", cron(json!({"schedule": "61 * * * *"}))),
+        vec![
+            "spec.schedule: Invalid value: \"61 * * * *\": minute field \"61\": 61 is above the \
+              maximum 59"
+        ]
+    );
+    assert_eq!(
+        check(
+            "cronjobs",
+            cron(json!({"schedule": "CRON_TZ=UTC 0 * * * *"}))
+        ),
+        vec![
+            "spec.schedule: Invalid value: \"CRON_TZ=UTC 0 * * * *\": cannot use TZ or CRON_TZ \
+              in schedule, use timeZone field instead"
+        ]
+    );
+    assert_eq!(
+        check(
+            "cronjobs",
+            cron(json!({"schedule": "0 * * * *", "timeZone": "Mars/Olympus",
+                "startingDeadlineSeconds": -1}))
+        ),
+        vec![
+            "spec.timeZone: Invalid value: \"Mars/Olympus\": unknown time zone Mars/Olympus",
+            "spec.startingDeadlineSeconds: Invalid value: -1: must be greater than or equal to 0",
+        ]
+    );
+    assert_eq!(
+        check(
+            "cronjobs",
+            cron(json!({"schedule": "0 * * * *", "timeZone": "Local"}))
+        ),
+        vec![
+            "spec.timeZone: Invalid value: \"Local\": timeZone must be an explicit time zone as \
+              defined in https://www.iana.org/time-zones"
+        ]
+    );
+}
+
+#[test]
 fn services() {
     let svc = |spec: serde_json::Value| json!({"metadata": {"name": "web"}, "spec": spec});
     assert_eq!(

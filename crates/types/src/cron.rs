@@ -1,4 +1,5 @@
-//! Cron schedules as CronJobs write them, and the next time one fires.
+//! Cron schedules as CronJobs write them, and the next time one fires: the apiserver
+//! validates `spec.schedule` with it, and the CronJob controller plans runs with it.
 //!
 //! The syntax is upstream's (`robfig/cron`'s `ParseStandard`): five fields — minute (0-59),
 //! hour (0-23), day of month (1-31), month (1-12 or `jan`-`dec`) and day of week (0-6 or

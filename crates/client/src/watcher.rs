@@ -176,6 +176,14 @@ impl<K> Event<K> {
     }
 }
 
+/// `obj` without `metadata.managedFields`, for caches: server-side apply's bookkeeping is
+/// often the largest part of an object's metadata, and no controller or scheduler reads it
+/// (client-go's `TransformStripManagedFields`). Use as `event.map(strip_managed_fields)`.
+pub fn strip_managed_fields<K: k8s_openapi::Metadata<Ty = ObjectMeta>>(mut obj: K) -> K {
+    obj.metadata_mut().managed_fields = None;
+    obj
+}
+
 /// Watches `api` as the module documentation describes: an endless stream of events and
 /// errors. Wrap it in a backoff before use, e.g. `watcher(api, cfg).default_backoff()`.
 pub fn watcher<K>(api: Api<K>, config: Config) -> impl Stream<Item = Result<Event<K>>> + Send

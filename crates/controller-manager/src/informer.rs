@@ -238,9 +238,9 @@ impl<K: Object> Informer<K> {
     }
 
     /// Applies one watcher event to the cache and tells the subscribers. `list` holds the
-    /// objects of a re-list in progress.
+    /// objects of a re-list in progress. Objects are cached without `managedFields`.
     pub fn apply(&self, event: Event<K>, list: &mut Option<Cache<K>>) {
-        match event.map(trim) {
+        match event.map(rkube_client::watcher::strip_managed_fields) {
             Event::Init => *list = Some(Cache::new()),
             Event::InitApply(obj) => {
                 let (ns, name) = key_of(&obj);
@@ -334,14 +334,6 @@ impl<K: Object> Informer<K> {
             }
         }
     }
-}
-
-/// Drops what no controller reads before an object is cached: `managedFields` (server-side
-/// apply's bookkeeping) is often the largest part of an object's metadata, and the caches
-/// hold every pod.
-fn trim<K: Object>(mut obj: K) -> K {
-    obj.metadata_mut().managed_fields = None;
-    obj
 }
 
 fn key_of<K: Object>(obj: &K) -> (String, String) {
@@ -519,6 +511,18 @@ mod tests {
         informer.apply(Event::Delete(pod("a", "p", "2")), &mut list);
         assert_eq!(*seen.lock().unwrap(), [true, false]);
         assert!(informer.is_empty());
+    }
+
+    #[test]
+    fn cached_objects_carry_no_managed_fields() {
+        let informer = Informer::<Pod>::new(watcher::Config::default());
+        let mut with_fields = pod("a", "p", "1");
+        with_fields.metadata.managed_fields = Some(vec![Default::default()]);
+        let mut list = None;
+        informer.apply(Event::Apply(with_fields), &mut list);
+        let cached = informer.get("a", "p").expect("cached");
+        assert_eq!(cached.metadata.managed_fields, None);
+        assert_eq!(cached.metadata.resource_version.as_deref(), Some("1"));
     }
 
     #[test]

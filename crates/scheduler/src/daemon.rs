@@ -110,6 +110,8 @@ async fn inform<K>(
             () = crate::stopped(&mut stop) => return,
             item = stream.next() => match item {
                 Some(Ok(ev)) => {
+                    // The snapshot and queue hold every pod; managedFields is dead weight.
+                    let ev = ev.map(rkube_client::watcher::strip_managed_fields);
                     if tx.send(wrap(ev)).await.is_err() {
                         return;
                     }

@@ -320,15 +320,7 @@ fn validate_deployment_rollout(spec: &apps::v1::DeploymentSpec) -> Vec<StatusCau
                     "may not be 0 when `maxSurge` is 0",
                 ));
             }
-            if let Some(IntOrString::String(s)) = unavailable
-                && int_or_percent_value(unavailable).is_some_and(|v| v > 100)
-            {
-                causes.push(StatusCause::invalid(
-                    unavailable_path,
-                    s,
-                    "must not be greater than 100%",
-                ));
-            }
+            causes.extend(not_over_100_percent(unavailable, &unavailable_path));
         }
         other => causes.push(StatusCause::not_supported(
             "spec.strategy.type",
@@ -362,13 +354,8 @@ fn validate_daemon_set_strategy(
             let surge = rolling.max_surge.as_ref();
             causes.extend(int_or_percent(unavailable, &unavailable_path));
             causes.extend(int_or_percent(surge, &surge_path));
-            for (value, at) in [(unavailable, &unavailable_path), (surge, &surge_path)] {
-                if let Some(IntOrString::String(s)) = value
-                    && int_or_percent_value(value).is_some_and(|v| v > 100)
-                {
-                    causes.push(StatusCause::invalid(at, s, "must not be greater than 100%"));
-                }
-            }
+            causes.extend(not_over_100_percent(unavailable, &unavailable_path));
+            causes.extend(not_over_100_percent(surge, &surge_path));
             let has_unavailable = int_or_percent_value(unavailable).unwrap_or(0) != 0;
             let has_surge = int_or_percent_value(surge).unwrap_or(0) != 0;
             match (has_unavailable, has_surge) {
@@ -405,6 +392,17 @@ fn int_or_percent(value: Option<&IntOrString>, path: &str) -> Option<StatusCause
                  (e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')",
             )
         }),
+    }
+}
+
+/// Upstream's `IsNotMoreThan100Percent`: a percentage over 100% is refused (an int is not
+/// checked).
+fn not_over_100_percent(value: Option<&IntOrString>, path: &str) -> Option<StatusCause> {
+    match value? {
+        IntOrString::String(s) if percent_of(s).is_some_and(|v| v > 100) => Some(
+            StatusCause::invalid(path, s, "must not be greater than 100%"),
+        ),
+        _ => None,
     }
 }
 

@@ -53,7 +53,10 @@ pub fn apply(group: &str, kind: &str, obj: &mut Value) {
             default(spec, "finalizers", json!(["kubernetes"]));
             default(child(obj, "status"), "phase", json!("Active"));
         }
-        ("", "Secret") => default(obj, "type", json!("Opaque")),
+        ("", "Secret") => {
+            default(obj, "type", json!("Opaque"));
+            merge_string_data(obj);
+        }
         ("apps", "Deployment") => {
             let spec = child(obj, "spec");
             default(spec, "replicas", json!(1));
@@ -125,6 +128,24 @@ pub fn apply(group: &str, kind: &str, obj: &mut Value) {
             job_spec(child(child(spec, "jobTemplate"), "spec"));
         }
         _ => {}
+    }
+}
+
+/// A Secret's write-only `stringData` merged into `data` (base64), as the Kubernetes
+/// apiserver does on every write: stored Secrets never carry `stringData`.
+fn merge_string_data(obj: &mut Value) {
+    use base64::Engine;
+    let Some(Value::Object(string_data)) = obj.as_object_mut().and_then(|o| o.remove("stringData"))
+    else {
+        return;
+    };
+    let data = child(obj, "data");
+    if !data.is_object() {
+        *data = json!({});
+    }
+    for (k, v) in string_data {
+        let text = v.as_str().unwrap_or_default();
+        data[k.as_str()] = json!(base64::engine::general_purpose::STANDARD.encode(text));
     }
 }
 
@@ -245,6 +266,16 @@ fn service_spec(spec: &mut Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_string_data_is_merged_into_data() {
+        let mut s =
+            json!({"data": {"a": "eA==", "b": "eA=="}, "stringData": {"b": "yy", "c": "z"}});
+        apply("", "Secret", &mut s);
+        assert_eq!(s["data"], json!({"a": "eA==", "b": "eXk=", "c": "eg=="}));
+        assert!(s.get("stringData").is_none());
+        assert_eq!(s["type"], "Opaque");
+    }
 
     #[test]
     fn pod_defaults_match_kubernetes() {

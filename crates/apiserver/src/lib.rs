@@ -9,6 +9,7 @@ pub mod caches;
 pub mod defaults;
 pub mod errors;
 pub mod grpc;
+pub mod kubelet_client;
 pub mod metrics;
 pub mod objects;
 pub mod openapi;

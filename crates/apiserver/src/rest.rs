@@ -6,6 +6,7 @@
 //! for `kubectl get`. Errors are `metav1.Status` objects with the HTTP code of their reason.
 
 mod discovery;
+mod pod_proxy;
 mod protobuf;
 mod subresources;
 
@@ -82,6 +83,8 @@ pub fn router(
         .route("/api/{*rest}", any(handle))
         .route("/apis", any(handle))
         .route("/apis/{*rest}", any(handle))
+        // Served by the pod's kubelet; their own routes, as exec upgrades the connection.
+        .merge(pod_proxy::routes())
         // Room for one object at the limit (and some), so oversized bodies get our 413.
         .layer(axum::extract::DefaultBodyLimit::max(
             2 * objects::MAX_OBJECT_BYTES + 64 * 1024,

@@ -1,6 +1,6 @@
 //! Subresources over REST: `status`, `scale` (deployments, replicasets, statefulsets,
-//! replicationcontrollers), `binding` and `eviction` (pods). `log`, `exec`, `attach` and
-//! `portforward` need the kubelet and are not served yet.
+//! replicationcontrollers), `binding` and `eviction` (pods). `log` and `exec` are proxied to
+//! the kubelet by [`super::pod_proxy`]; `attach` and `portforward` are not served yet.
 
 use super::{
     Params, RestState, flag, json_body, json_bytes, json_ok, method_not_allowed, object_response,
@@ -190,10 +190,7 @@ pub(super) async fn dispatch(
         }
         (_, "GET" | "PUT" | "PATCH" | "POST") => Err(ApiError::new(
             Reason::ServiceUnavailable,
-            format!(
-                "{}/{sub} needs the kubelet, which this cluster does not run yet",
-                info.plural
-            ),
+            format!("{}/{sub} is not served by rkube yet", info.plural),
         )),
         _ => Err(method_not_allowed(method)),
     }

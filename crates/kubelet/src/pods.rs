@@ -1,0 +1,190 @@
+//! The pods of one node: a worker per pod fed by pod events, the runtime relist (PLEG) that
+//! pokes workers when their containers change, and the clean-up of sandboxes whose pods
+//! no longer exist (deleted while the kubelet was down).
+
+pub mod probe;
+pub mod spec;
+pub mod status;
+pub mod view;
+pub mod worker;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use rkube_client::Client;
+use rkube_types::quantity::Quantity;
+use tokio::sync::{Notify, mpsc, watch};
+
+use crate::runtime::{Runtime, labels};
+
+/// What every pod worker of a node shares.
+pub struct NodeContext<R> {
+    /// The API client.
+    pub client: Client,
+    /// The container runtime.
+    pub runtime: R,
+    /// The node's name.
+    pub node_name: String,
+    /// The node's InternalIP (the pods' hostIP).
+    pub host_ip: String,
+    /// Settings for sandbox and container configs.
+    pub spec: spec::SpecContext,
+    /// Where pod volumes live (`<root>/pods`).
+    pub pods_dir: PathBuf,
+    /// The node's allocatable resources (resourceFieldRef defaults).
+    pub allocatable: BTreeMap<String, Quantity>,
+    /// Memory capacity in bytes (oom_score_adj).
+    pub memory_capacity: u64,
+    /// The runtime's name for container IDs (`containerd`).
+    pub runtime_name: String,
+    /// A hollow node: no volumes, env or network, probes and hooks pass.
+    pub simulated: bool,
+}
+
+/// A pod event for one node.
+#[derive(Debug)]
+pub enum PodEvent {
+    /// A pod bound to the node was added or changed.
+    Apply(Box<Pod>),
+    /// A pod was removed from the API.
+    Deleted(Box<Pod>),
+    /// The initial list is complete: sandboxes of pods not seen by now are orphans.
+    Synced,
+}
+
+struct WorkerHandle {
+    pod: watch::Sender<Option<Pod>>,
+    poke: Arc<Notify>,
+}
+
+/// Runs the node's pods until `shutdown` fires. `relist` is the PLEG period (`None` for
+/// hollow nodes, whose runtime changes only when told to).
+pub async fn run<R: Runtime>(
+    ctx: Arc<NodeContext<R>>,
+    mut events: mpsc::Receiver<PodEvent>,
+    relist: Option<Duration>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut workers: HashMap<String, WorkerHandle> = HashMap::new();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
+    let mut synced = false;
+    let mut last_seen: HashMap<String, Vec<(String, i32)>> = HashMap::new();
+    let mut relist_tick = tokio::time::interval(relist.unwrap_or(Duration::from_secs(3600)));
+    relist_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            event = events.recv() => {
+                let Some(event) = event else { return };
+                match event {
+                    PodEvent::Apply(pod) => {
+                        let uid = pod.metadata.uid.clone().unwrap_or_default();
+                        match workers.get(&uid) {
+                            Some(w) => { w.pod.send_replace(Some(*pod)); }
+                            None => {
+                                let h = spawn_worker(&ctx, &uid, Some(*pod), &done_tx, &shutdown);
+                                workers.insert(uid, h);
+                            }
+                        }
+                    }
+                    PodEvent::Deleted(pod) => {
+                        let uid = pod.metadata.uid.clone().unwrap_or_default();
+                        if let Some(w) = workers.get(&uid) {
+                            w.pod.send_replace(None);
+                        }
+                    }
+                    PodEvent::Synced => {
+                        synced = true;
+                        relist_tick.reset_immediately();
+                    }
+                }
+            }
+            Some(uid) = done_rx.recv() => {
+                workers.remove(&uid);
+            }
+            _ = relist_tick.tick() => {
+                if relist.is_some() || synced {
+                    relist_once(&ctx, &mut workers, &mut last_seen, synced, &done_tx, &shutdown).await;
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+fn spawn_worker<R: Runtime>(
+    ctx: &Arc<NodeContext<R>>,
+    uid: &str,
+    pod: Option<Pod>,
+    done: &mpsc::UnboundedSender<String>,
+    shutdown: &watch::Receiver<bool>,
+) -> WorkerHandle {
+    let (tx, rx) = watch::channel(pod);
+    let poke = Arc::new(Notify::new());
+    let worker = worker::PodWorker::new(ctx.clone(), uid.to_string(), rx, poke.clone());
+    let done = done.clone();
+    let uid = uid.to_string();
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        worker.run(shutdown).await;
+        let _ = done.send(uid);
+    });
+    WorkerHandle { pod: tx, poke }
+}
+
+/// One PLEG relist: pokes workers whose containers changed state, and hands sandboxes of
+/// unknown pods to a worker with no pod, which removes them.
+async fn relist_once<R: Runtime>(
+    ctx: &Arc<NodeContext<R>>,
+    workers: &mut HashMap<String, WorkerHandle>,
+    last_seen: &mut HashMap<String, Vec<(String, i32)>>,
+    synced: bool,
+    done: &mpsc::UnboundedSender<String>,
+    shutdown: &watch::Receiver<bool>,
+) {
+    let (containers, sandboxes) = match (
+        ctx.runtime.list_containers().await,
+        ctx.runtime.list_pod_sandboxes().await,
+    ) {
+        (Ok(c), Ok(s)) => (c, s),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(error = %e, "runtime relist failed");
+            return;
+        }
+    };
+    let managed = |l: &HashMap<String, String>| {
+        l.get(labels::MANAGED_BY).map(String::as_str) == Some(labels::MANAGER)
+    };
+    let mut now: HashMap<String, Vec<(String, i32)>> = HashMap::new();
+    for c in containers.iter().filter(|c| managed(&c.labels)) {
+        if let Some(uid) = c.labels.get(labels::POD_UID) {
+            now.entry(uid.clone())
+                .or_default()
+                .push((c.id.clone(), c.state));
+        }
+    }
+    let mut uids: HashSet<String> = now.keys().cloned().collect();
+    for s in sandboxes.iter().filter(|s| managed(&s.labels)) {
+        if let Some(uid) = s.labels.get(labels::POD_UID) {
+            uids.insert(uid.clone());
+        }
+    }
+    for list in now.values_mut() {
+        list.sort();
+    }
+    for uid in &uids {
+        match workers.get(uid) {
+            Some(w) if last_seen.get(uid) != now.get(uid) => w.poke.notify_one(),
+            Some(_) => {}
+            None if synced => {
+                tracing::info!(pod_uid = %uid, "removing the sandbox of a pod that no longer exists");
+                let h = spawn_worker(ctx, uid, None, done, shutdown);
+                workers.insert(uid.clone(), h);
+            }
+            None => {}
+        }
+    }
+    *last_seen = now;
+}

@@ -51,6 +51,8 @@ pub struct NodeOptions {
     pub relist: Duration,
     /// `--register-with-taints` as JSON taints.
     pub taints: Vec<serde_json::Value>,
+    /// `--sync-frequency`: how often volume contents are refreshed.
+    pub sync_frequency: Duration,
 }
 
 /// Forwards the watch of pods bound to `node` to the pod manager.
@@ -246,6 +248,7 @@ pub async fn run_node(
         memory_capacity: machine.memory,
         runtime_name: version.runtime_name.clone(),
         simulated: false,
+        sync_frequency: opts.sync_frequency,
     });
     let (tx, rx) = mpsc::channel(256);
     tokio::spawn(watch_pods(client, opts.name.clone(), tx, shutdown.clone()));
@@ -306,6 +309,7 @@ pub async fn run_hollow(client: Client, opts: HollowOptions, shutdown: watch::Re
             memory_capacity: opts.memory,
             runtime_name: "hollow".into(),
             simulated: true,
+            sync_frequency: crate::pods::worker::VOLUME_REFRESH,
         });
         let (tx, rx) = mpsc::channel(64);
         senders.insert(name.clone(), tx);

@@ -94,6 +94,10 @@ struct Args {
     /// How often the runtime is relisted to notice container changes (PLEG).
     #[arg(long, env = "RKUBE_RELIST_PERIOD", default_value = "1s", value_parser = parse_duration)]
     relist_period: Duration,
+    /// How often configMap, secret and projected volumes are rewritten from the API (their
+    /// updates reach running containers within this period and a resync).
+    #[arg(long, env = "RKUBE_SYNC_FREQUENCY", default_value = "30s", value_parser = parse_duration)]
+    sync_frequency: Duration,
     /// Run N hollow (simulated) nodes in this process instead of a real one.
     #[arg(long, env = "RKUBE_HOLLOW_NODES")]
     hollow_nodes: Option<u32>,
@@ -302,6 +306,7 @@ async fn run() -> anyhow::Result<()> {
         port,
         relist: args.relist_period,
         taints,
+        sync_frequency: args.sync_frequency,
     };
     daemon::run_node(client, runtime, opts, health, stop).await?;
     let _ = server.await;

@@ -42,6 +42,8 @@ pub struct NodeContext<R> {
     pub runtime_name: String,
     /// A hollow node: no volumes, env or network, probes and hooks pass.
     pub simulated: bool,
+    /// How often configMap, secret and projected volumes are rewritten from the API.
+    pub sync_frequency: Duration,
 }
 
 /// A pod event for one node.

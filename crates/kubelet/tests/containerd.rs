@@ -7,7 +7,8 @@ mod support;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
-use rkube_client::{Api, PostParams};
+use rkube_client::{Api, DeleteParams, Patch, PostParams};
+use rkube_kubelet::runtime::{Runtime, labels};
 use rkube_testing::{TestApiserver, eventually};
 use serde_json::{Value, json};
 use support::RealNode;
@@ -135,6 +136,13 @@ async fn a_web_pod_runs_serves_logs_execs_and_restarts() {
         }
     }))
     .await;
+    create_pod(
+        &pods,
+        json!({"metadata": {"name": "orphan"}, "spec": {"nodeName": "real-1",
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "c", "image": BUSYBOX, "command": ["sleep", "3600"]}]}}),
+    )
+    .await;
     let pod = wait_pod(
         &pods,
         "web",
@@ -154,6 +162,44 @@ async fn a_web_pod_runs_serves_logs_execs_and_restarts() {
         page.contains("hello from a configmap"),
         "the host reaches the pod: {page}"
     );
+
+    // Cluster DNS settings from --cluster-dns and --cluster-domain.
+    let (code, resolv, _) = kubectl(
+        &kubeconfig,
+        &["exec", "web", "--", "cat", "/etc/resolv.conf"],
+    )
+    .await;
+    assert_eq!(code, 0);
+    assert!(resolv.contains("nameserver 10.96.0.10"), "{resolv}");
+    assert!(
+        resolv.contains("search default.svc.cluster.local svc.cluster.local cluster.local"),
+        "{resolv}"
+    );
+    assert!(resolv.contains("ndots:5"), "{resolv}");
+
+    // An updated ConfigMap reaches the running container's volume (--sync-frequency 2s).
+    cms.patch(
+        "web",
+        &Patch::Merge(json!({"data": {"index.html": "updated content\n"}})),
+    )
+    .await
+    .unwrap();
+    eventually(
+        "the updated ConfigMap served",
+        Duration::from_secs(60),
+        || {
+            let ip = ip.clone();
+            async move {
+                let page = http_get(&ip, 8080).await?;
+                if page.contains("updated content") {
+                    Ok(())
+                } else {
+                    Err(page)
+                }
+            }
+        },
+    )
+    .await;
 
     // Logs, through the apiserver and the kubelet.
     let (code, out, err) = kubectl(&kubeconfig, &["logs", "web"]).await;
@@ -252,32 +298,72 @@ async fn a_web_pod_runs_serves_logs_execs_and_restarts() {
     assert_eq!(code, 0);
     assert!(out.contains("started hi"), "previous logs: {out}");
 
-    // Restarting the kubelet leaves the running container alone.
+    // Restarting the kubelet adopts the running container, cleans up after a pod deleted
+    // while it was down, and leaves alone a sandbox it did not create.
     let mut node = node;
+    wait_pod(
+        &pods,
+        "orphan",
+        "the orphan pod running",
+        Duration::from_secs(30),
+        |p| status(p)["phase"] == "Running",
+    )
+    .await;
+    assert_eq!(node.sandboxes().await, 2);
     node.kill_kubelet().await;
+    pods.delete("orphan", &DeleteParams::immediate())
+        .await
+        .unwrap();
+    let foreign = node
+        .cri()
+        .run_pod_sandbox(support::foreign_sandbox_config())
+        .await
+        .unwrap();
     node.start_kubelet().await;
-    let before = container(&pod, 0)["containerID"].clone();
-    tokio::time::timeout(Duration::from_secs(5), async {
-        // The restarted kubelet relists and rewrites status only on change: watch that
-        // nothing about the container changes while it adopts it.
-        loop {
-            let p = pods.get("web").await.unwrap();
-            assert_eq!(
-                container(&p, 0)["containerID"],
-                before,
-                "the container was recreated"
-            );
-            assert_eq!(container(&p, 0)["restartCount"], 1);
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    })
-    .await
-    .unwrap_err();
+    eventually(
+        "the orphan's sandbox removed",
+        Duration::from_secs(30),
+        || async {
+            match node.sandboxes().await {
+                1 => Ok(()),
+                n => Err(format!("{n} rkube sandboxes")),
+            }
+        },
+    )
+    .await;
+    let before = container(&pod, 0)["containerID"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("containerd://")
+        .to_string();
+    let running: Vec<String> = node
+        .cri()
+        .list_containers()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.state == 1 && c.labels.contains_key(labels::MANAGED_BY))
+        .map(|c| c.id)
+        .collect();
     assert_eq!(
-        node.containers().await.0,
-        1,
-        "one container runs after the kubelet restart"
+        running,
+        [before],
+        "the web container was adopted, not recreated"
     );
+    let p = pods.get("web").await.unwrap();
+    assert_eq!(
+        container(&p, 0)["restartCount"],
+        1,
+        "the restart count carries over"
+    );
+    let cri = node.cri();
+    let foreign_status = cri.pod_sandbox_status(&foreign).await.unwrap();
+    assert_eq!(
+        foreign_status.state, 0,
+        "the foreign sandbox is still ready"
+    );
+    cri.stop_pod_sandbox(&foreign).await.unwrap();
+    cri.remove_pod_sandbox(&foreign).await.unwrap();
 
     // A deleted pod is gone, and so are its sandbox and containers.
     let (code, _, err) = kubectl(

@@ -27,7 +27,8 @@ pub const BACKOFF_INITIAL: Duration = Duration::from_secs(10);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
 /// How long a container must run for its back-off to be forgotten.
 pub const BACKOFF_RESET: Duration = Duration::from_secs(600);
-/// How often configMap and secret volumes are rewritten from the API.
+/// How often configMap and secret volumes are rewritten from the API, by default
+/// (`--sync-frequency`).
 pub const VOLUME_REFRESH: Duration = Duration::from_secs(30);
 /// How often a worker re-reads the runtime even without a poke.
 pub const RESYNC: Duration = Duration::from_secs(10);
@@ -194,7 +195,7 @@ impl<R: Runtime> PodWorker<R> {
         if !self.ctx.simulated
             && self
                 .volumes_at
-                .is_none_or(|t| t.elapsed() >= VOLUME_REFRESH)
+                .is_none_or(|t| t.elapsed() >= self.ctx.sync_frequency)
         {
             match crate::volumes::setup(&self.ctx.client, pod, &self.ctx.pods_dir).await {
                 Ok(v) => {
@@ -234,6 +235,8 @@ impl<R: Runtime> PodWorker<R> {
                     let _ = self.ctx.runtime.stop_pod_sandbox(&s.id).await;
                     let _ = self.ctx.runtime.remove_pod_sandbox(&s.id).await;
                 }
+                // A new sandbox has a new IP.
+                self.pod_ip = None;
                 let config = spec::sandbox_config(&self.ctx.spec, pod, attempt);
                 if !self.ctx.simulated {
                     let _ = tokio::fs::create_dir_all(&config.log_directory).await;
@@ -431,7 +434,7 @@ impl<R: Runtime> PodWorker<R> {
         let view = PodView::read(&self.ctx.runtime, &self.uid).await?;
         self.write_status(pod, &view, false).await;
         if let Some(t) = self.volumes_at {
-            wake = wake.min(VOLUME_REFRESH.saturating_sub(t.elapsed()));
+            wake = wake.min(self.ctx.sync_frequency.saturating_sub(t.elapsed()));
         }
         Ok(Next::After(wake.max(Duration::from_millis(100))))
     }

@@ -136,6 +136,8 @@ impl RealNode {
                     "0",
                     "--cluster-dns",
                     "10.96.0.10",
+                    "--sync-frequency",
+                    "2s",
                 ],
             ]
             .concat(),
@@ -259,5 +261,29 @@ impl Drop for Registry {
         let _ = std::process::Command::new(repo_root().join("scripts/registry"))
             .args(["stop", self.dir.to_str().unwrap()])
             .output();
+    }
+}
+
+/// A host-network sandbox without rkube's labels, as another CRI client would make.
+pub fn foreign_sandbox_config() -> rkube_kubelet::runtime::cri::PodSandboxConfig {
+    use rkube_kubelet::runtime::cri;
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: "foreign".into(),
+            uid: "foreign-uid".into(),
+            namespace: "elsewhere".into(),
+            attempt: 0,
+        }),
+        linux: Some(cri::LinuxPodSandboxConfig {
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                namespace_options: Some(cri::NamespaceOption {
+                    network: cri::NamespaceMode::Node as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
     }
 }

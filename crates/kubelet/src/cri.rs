@@ -53,6 +53,26 @@ pub enum EndpointError {
     },
 }
 
+/// Every CRI call but pulls, stops and exec (which have their own) gets upstream's
+/// two-minute deadline, so a hung runtime cannot block a worker forever.
+const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn deadline<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(CALL_TIMEOUT);
+    request
+}
+
+fn uid_selector(uid: &str) -> std::collections::HashMap<String, String> {
+    std::collections::HashMap::from([
+        (crate::runtime::labels::POD_UID.to_string(), uid.to_string()),
+        (
+            crate::runtime::labels::MANAGED_BY.to_string(),
+            crate::runtime::labels::MANAGER.to_string(),
+        ),
+    ])
+}
+
 fn call(op: &'static str) -> impl FnOnce(tonic::Status) -> RuntimeError {
     move |status| {
         if status.code() == tonic::Code::NotFound {
@@ -145,9 +165,9 @@ impl Runtime for CriRuntime {
         let r = self
             .runtime
             .clone()
-            .version(cri::VersionRequest {
+            .version(deadline(cri::VersionRequest {
                 version: "v1".into(),
-            })
+            }))
             .await
             .map_err(call("Version"))?;
         Ok(r.into_inner())
@@ -157,7 +177,7 @@ impl Runtime for CriRuntime {
         let r = self
             .runtime
             .clone()
-            .status(cri::StatusRequest { verbose: false })
+            .status(deadline(cri::StatusRequest { verbose: false }))
             .await
             .map_err(call("Status"))?;
         Ok(r.into_inner().status.unwrap_or_default())
@@ -167,10 +187,10 @@ impl Runtime for CriRuntime {
         let r = self
             .runtime
             .clone()
-            .run_pod_sandbox(cri::RunPodSandboxRequest {
+            .run_pod_sandbox(deadline(cri::RunPodSandboxRequest {
                 config: Some(config),
                 runtime_handler: String::new(),
-            })
+            }))
             .await
             .map_err(call("RunPodSandbox"))?;
         Ok(r.into_inner().pod_sandbox_id)
@@ -179,9 +199,9 @@ impl Runtime for CriRuntime {
     async fn stop_pod_sandbox(&self, id: &str) -> Result<()> {
         self.runtime
             .clone()
-            .stop_pod_sandbox(cri::StopPodSandboxRequest {
+            .stop_pod_sandbox(deadline(cri::StopPodSandboxRequest {
                 pod_sandbox_id: id.into(),
-            })
+            }))
             .await
             .map_err(call("StopPodSandbox"))?;
         Ok(())
@@ -190,9 +210,9 @@ impl Runtime for CriRuntime {
     async fn remove_pod_sandbox(&self, id: &str) -> Result<()> {
         self.runtime
             .clone()
-            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            .remove_pod_sandbox(deadline(cri::RemovePodSandboxRequest {
                 pod_sandbox_id: id.into(),
-            })
+            }))
             .await
             .map_err(call("RemovePodSandbox"))?;
         Ok(())
@@ -202,10 +222,10 @@ impl Runtime for CriRuntime {
         let r = self
             .runtime
             .clone()
-            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            .pod_sandbox_status(deadline(cri::PodSandboxStatusRequest {
                 pod_sandbox_id: id.into(),
                 verbose: false,
-            })
+            }))
             .await
             .map_err(call("PodSandboxStatus"))?;
         r.into_inner()
@@ -213,11 +233,15 @@ impl Runtime for CriRuntime {
             .ok_or_else(|| RuntimeError::NotFound(format!("sandbox {id}")))
     }
 
-    async fn list_pod_sandboxes(&self) -> Result<Vec<cri::PodSandbox>> {
+    async fn list_pod_sandboxes(&self, pod_uid: Option<&str>) -> Result<Vec<cri::PodSandbox>> {
+        let filter = pod_uid.map(|uid| cri::PodSandboxFilter {
+            label_selector: uid_selector(uid),
+            ..Default::default()
+        });
         let r = self
             .runtime
             .clone()
-            .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+            .list_pod_sandbox(deadline(cri::ListPodSandboxRequest { filter }))
             .await
             .map_err(call("ListPodSandbox"))?;
         Ok(r.into_inner().items)
@@ -232,11 +256,11 @@ impl Runtime for CriRuntime {
         let r = self
             .runtime
             .clone()
-            .create_container(cri::CreateContainerRequest {
+            .create_container(deadline(cri::CreateContainerRequest {
                 pod_sandbox_id: sandbox_id.into(),
                 config: Some(config),
                 sandbox_config: Some(sandbox_config),
-            })
+            }))
             .await
             .map_err(call("CreateContainer"))?;
         Ok(r.into_inner().container_id)
@@ -245,9 +269,9 @@ impl Runtime for CriRuntime {
     async fn start_container(&self, id: &str) -> Result<()> {
         self.runtime
             .clone()
-            .start_container(cri::StartContainerRequest {
+            .start_container(deadline(cri::StartContainerRequest {
                 container_id: id.into(),
-            })
+            }))
             .await
             .map_err(call("StartContainer"))?;
         Ok(())
@@ -272,19 +296,23 @@ impl Runtime for CriRuntime {
     async fn remove_container(&self, id: &str) -> Result<()> {
         self.runtime
             .clone()
-            .remove_container(cri::RemoveContainerRequest {
+            .remove_container(deadline(cri::RemoveContainerRequest {
                 container_id: id.into(),
-            })
+            }))
             .await
             .map_err(call("RemoveContainer"))?;
         Ok(())
     }
 
-    async fn list_containers(&self) -> Result<Vec<cri::Container>> {
+    async fn list_containers(&self, pod_uid: Option<&str>) -> Result<Vec<cri::Container>> {
+        let filter = pod_uid.map(|uid| cri::ContainerFilter {
+            label_selector: uid_selector(uid),
+            ..Default::default()
+        });
         let r = self
             .runtime
             .clone()
-            .list_containers(cri::ListContainersRequest { filter: None })
+            .list_containers(deadline(cri::ListContainersRequest { filter }))
             .await
             .map_err(call("ListContainers"))?;
         Ok(r.into_inner().containers)
@@ -294,10 +322,10 @@ impl Runtime for CriRuntime {
         let r = self
             .runtime
             .clone()
-            .container_status(cri::ContainerStatusRequest {
+            .container_status(deadline(cri::ContainerStatusRequest {
                 container_id: id.into(),
                 verbose: false,
-            })
+            }))
             .await
             .map_err(call("ContainerStatus"))?;
         r.into_inner()
@@ -332,13 +360,13 @@ impl Runtime for CriRuntime {
         let r = self
             .images
             .clone()
-            .image_status(cri::ImageStatusRequest {
+            .image_status(deadline(cri::ImageStatusRequest {
                 image: Some(cri::ImageSpec {
                     image: image.into(),
                     ..Default::default()
                 }),
                 verbose: false,
-            })
+            }))
             .await
             .map_err(call("ImageStatus"))?;
         Ok(r.into_inner().image)

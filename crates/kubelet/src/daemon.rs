@@ -64,7 +64,9 @@ async fn watch_pods(
 ) {
     let api: Api<Pod> = Api::all(client);
     let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
-    let stream = watcher::watcher(api, config).default_backoff();
+    let stream = watcher::watcher(api, config)
+        .default_backoff()
+        .map(|e| e.map(|e| e.map(watcher::strip_managed_fields)));
     futures::pin_mut!(stream);
     loop {
         let event = tokio::select! {
@@ -76,7 +78,7 @@ async fn watch_pods(
             Ok(Event::Apply(p) | Event::InitApply(p)) => PodEvent::Apply(Box::new(p)),
             Ok(Event::Delete(p)) => PodEvent::Deleted(Box::new(p)),
             Ok(Event::InitDone) => PodEvent::Synced,
-            Ok(Event::Init) => continue,
+            Ok(Event::Init) => PodEvent::ListStart,
             Err(e) => {
                 tracing::warn!(error = %e, "pod watch failed");
                 continue;
@@ -160,7 +162,8 @@ pub async fn run_node(
         let root = root.clone();
         let runtime = sample_runtime.clone();
         async move {
-            let mut c = Conditions::sample(&root);
+            let sampled = tokio::task::spawn_blocking(move || Conditions::sample(&root)).await;
+            let mut c = sampled.unwrap_or_default();
             match runtime.status().await {
                 Ok(s) => {
                     if let Some(bad) = s
@@ -224,6 +227,7 @@ pub async fn run_node(
         client.clone(),
         spec.clone(),
         first,
+        Some(registered.clone()),
         async move || sample().await,
         shutdown.clone(),
     ));
@@ -342,7 +346,9 @@ pub async fn run_hollow(client: Client, opts: HollowOptions, shutdown: watch::Re
 
     let api: Api<Pod> = Api::all(client);
     let config = watcher::Config::default().fields("spec.nodeName!=");
-    let stream = watcher::watcher(api, config).default_backoff();
+    let stream = watcher::watcher(api, config)
+        .default_backoff()
+        .map(|e| e.map(|e| e.map(watcher::strip_managed_fields)));
     futures::pin_mut!(stream);
     let mut shutdown = shutdown;
     loop {
@@ -377,7 +383,11 @@ pub async fn run_hollow(client: Client, opts: HollowOptions, shutdown: watch::Re
                     let _ = tx.send(PodEvent::Synced).await;
                 }
             }
-            Ok(Event::Init) => {}
+            Ok(Event::Init) => {
+                for tx in senders.values() {
+                    let _ = tx.send(PodEvent::ListStart).await;
+                }
+            }
             Err(e) => tracing::warn!(error = %e, "pod watch failed"),
         }
     }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::runtime::{Result, Runtime, RuntimeError, cri};
+use crate::runtime::{Result, Runtime, RuntimeError, cri, labels};
 
 /// A container's sandbox, labels and annotations.
 type Owner = (String, HashMap<String, String>, HashMap<String, String>);
@@ -171,11 +171,14 @@ impl Runtime for HollowRuntime {
         })
     }
 
-    async fn list_pod_sandboxes(&self) -> Result<Vec<cri::PodSandbox>> {
+    async fn list_pod_sandboxes(&self, pod_uid: Option<&str>) -> Result<Vec<cri::PodSandbox>> {
         Ok(self
             .lock()
             .sandboxes
             .values()
+            .filter(|(s, _)| {
+                pod_uid.is_none_or(|u| s.labels.get(labels::POD_UID).map(String::as_str) == Some(u))
+            })
             .map(|(s, _)| s.clone())
             .collect())
     }
@@ -247,10 +250,14 @@ impl Runtime for HollowRuntime {
         Ok(())
     }
 
-    async fn list_containers(&self) -> Result<Vec<cri::Container>> {
+    async fn list_containers(&self, pod_uid: Option<&str>) -> Result<Vec<cri::Container>> {
         let s = self.lock();
         Ok(s.containers
             .values()
+            .filter(|st| {
+                pod_uid
+                    .is_none_or(|u| st.labels.get(labels::POD_UID).map(String::as_str) == Some(u))
+            })
             .map(|st| cri::Container {
                 id: st.id.clone(),
                 pod_sandbox_id: s

@@ -453,6 +453,7 @@ pub async fn run_status<F>(
     client: Client,
     spec: NodeSpec,
     mut last: Conditions,
+    mut previous: Option<Node>,
     mut sample: F,
     mut shutdown: watch::Receiver<bool>,
 ) where
@@ -461,7 +462,6 @@ pub async fn run_status<F>(
     let mut tick = tokio::time::interval(STATUS_CHECK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut written = tokio::time::Instant::now();
-    let mut previous: Option<Node> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}

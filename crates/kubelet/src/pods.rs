@@ -53,13 +53,23 @@ pub enum PodEvent {
     Apply(Box<Pod>),
     /// A pod was removed from the API.
     Deleted(Box<Pod>),
-    /// The initial list is complete: sandboxes of pods not seen by now are orphans.
+    /// A (re-)list starts: the pods that follow until [`PodEvent::Synced`] are all of them.
+    ListStart,
+    /// The list is complete: pods not in it are gone (a re-list after a watch gap sends no
+    /// delete events for them), and sandboxes of pods never seen are orphans.
     Synced,
 }
 
 struct WorkerHandle {
     pod: watch::Sender<Option<Pod>>,
     poke: Arc<Notify>,
+}
+
+/// What one runtime relist saw: each pod's containers (id, state), and every pod UID with
+/// a sandbox or container of rkube's.
+struct Relist {
+    containers: HashMap<String, Vec<(String, i32)>>,
+    uids: HashSet<String>,
 }
 
 /// Runs the node's pods until `shutdown` fires. `relist` is the PLEG period (`None` for
@@ -73,9 +83,13 @@ pub async fn run<R: Runtime>(
     let mut workers: HashMap<String, WorkerHandle> = HashMap::new();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
     let mut synced = false;
+    let mut listing: Option<HashSet<String>> = None;
     let mut last_seen: HashMap<String, Vec<(String, i32)>> = HashMap::new();
-    let mut relist_tick = tokio::time::interval(relist.unwrap_or(Duration::from_secs(3600)));
-    relist_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The relist runs on its own, so a slow runtime never holds up pod events.
+    let (relist_tx, mut relist_rx) = mpsc::channel::<Relist>(1);
+    if let Some(period) = relist {
+        tokio::spawn(run_relist(ctx.clone(), period, relist_tx, shutdown.clone()));
+    }
     loop {
         tokio::select! {
             event = events.recv() => {
@@ -83,6 +97,9 @@ pub async fn run<R: Runtime>(
                 match event {
                     PodEvent::Apply(pod) => {
                         let uid = pod.metadata.uid.clone().unwrap_or_default();
+                        if let Some(seen) = listing.as_mut() {
+                            seen.insert(uid.clone());
+                        }
                         match workers.get(&uid) {
                             Some(w) => { w.pod.send_replace(Some(*pod)); }
                             None => {
@@ -97,19 +114,36 @@ pub async fn run<R: Runtime>(
                             w.pod.send_replace(None);
                         }
                     }
+                    PodEvent::ListStart => listing = Some(HashSet::new()),
                     PodEvent::Synced => {
+                        if let Some(seen) = listing.take() {
+                            for (uid, w) in &workers {
+                                if !seen.contains(uid) {
+                                    w.pod.send_replace(None);
+                                }
+                            }
+                        }
                         synced = true;
-                        relist_tick.reset_immediately();
                     }
                 }
             }
             Some(uid) = done_rx.recv() => {
                 workers.remove(&uid);
             }
-            _ = relist_tick.tick() => {
-                if relist.is_some() || synced {
-                    relist_once(&ctx, &mut workers, &mut last_seen, synced, &done_tx, &shutdown).await;
+            Some(seen) = relist_rx.recv() => {
+                for uid in &seen.uids {
+                    match workers.get(uid) {
+                        Some(w) if last_seen.get(uid) != seen.containers.get(uid) => w.poke.notify_one(),
+                        Some(_) => {}
+                        None if synced => {
+                            tracing::info!(pod_uid = %uid, "removing the sandbox of a pod that no longer exists");
+                            let h = spawn_worker(&ctx, uid, None, &done_tx, &shutdown);
+                            workers.insert(uid.clone(), h);
+                        }
+                        None => {}
+                    }
                 }
+                last_seen = seen.containers;
             }
             _ = shutdown.changed() => return,
         }
@@ -136,57 +170,56 @@ fn spawn_worker<R: Runtime>(
     WorkerHandle { pod: tx, poke }
 }
 
-/// One PLEG relist: pokes workers whose containers changed state, and hands sandboxes of
-/// unknown pods to a worker with no pod, which removes them.
-async fn relist_once<R: Runtime>(
-    ctx: &Arc<NodeContext<R>>,
-    workers: &mut HashMap<String, WorkerHandle>,
-    last_seen: &mut HashMap<String, Vec<(String, i32)>>,
-    synced: bool,
-    done: &mpsc::UnboundedSender<String>,
-    shutdown: &watch::Receiver<bool>,
+/// The PLEG: relists the runtime every `period` and hands what it saw to the pod manager.
+async fn run_relist<R: Runtime>(
+    ctx: Arc<NodeContext<R>>,
+    period: Duration,
+    tx: mpsc::Sender<Relist>,
+    mut shutdown: watch::Receiver<bool>,
 ) {
-    let (containers, sandboxes) = match (
-        ctx.runtime.list_containers().await,
-        ctx.runtime.list_pod_sandboxes().await,
-    ) {
-        (Ok(c), Ok(s)) => (c, s),
-        (Err(e), _) | (_, Err(e)) => {
-            tracing::warn!(error = %e, "runtime relist failed");
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let (containers, sandboxes) = match (
+            ctx.runtime.list_containers(None).await,
+            ctx.runtime.list_pod_sandboxes(None).await,
+        ) {
+            (Ok(c), Ok(s)) => (c, s),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "runtime relist failed");
+                continue;
+            }
+        };
+        let managed = |l: &HashMap<String, String>| {
+            l.get(labels::MANAGED_BY).map(String::as_str) == Some(labels::MANAGER)
+        };
+        let mut seen = Relist {
+            containers: HashMap::new(),
+            uids: HashSet::new(),
+        };
+        for c in containers.iter().filter(|c| managed(&c.labels)) {
+            if let Some(uid) = c.labels.get(labels::POD_UID) {
+                seen.containers
+                    .entry(uid.clone())
+                    .or_default()
+                    .push((c.id.clone(), c.state));
+                seen.uids.insert(uid.clone());
+            }
+        }
+        for s in sandboxes.iter().filter(|s| managed(&s.labels)) {
+            if let Some(uid) = s.labels.get(labels::POD_UID) {
+                seen.uids.insert(uid.clone());
+            }
+        }
+        for list in seen.containers.values_mut() {
+            list.sort();
+        }
+        if tx.send(seen).await.is_err() {
             return;
         }
-    };
-    let managed = |l: &HashMap<String, String>| {
-        l.get(labels::MANAGED_BY).map(String::as_str) == Some(labels::MANAGER)
-    };
-    let mut now: HashMap<String, Vec<(String, i32)>> = HashMap::new();
-    for c in containers.iter().filter(|c| managed(&c.labels)) {
-        if let Some(uid) = c.labels.get(labels::POD_UID) {
-            now.entry(uid.clone())
-                .or_default()
-                .push((c.id.clone(), c.state));
-        }
     }
-    let mut uids: HashSet<String> = now.keys().cloned().collect();
-    for s in sandboxes.iter().filter(|s| managed(&s.labels)) {
-        if let Some(uid) = s.labels.get(labels::POD_UID) {
-            uids.insert(uid.clone());
-        }
-    }
-    for list in now.values_mut() {
-        list.sort();
-    }
-    for uid in &uids {
-        match workers.get(uid) {
-            Some(w) if last_seen.get(uid) != now.get(uid) => w.poke.notify_one(),
-            Some(_) => {}
-            None if synced => {
-                tracing::info!(pod_uid = %uid, "removing the sandbox of a pod that no longer exists");
-                let h = spawn_worker(ctx, uid, None, done, shutdown);
-                workers.insert(uid.clone(), h);
-            }
-            None => {}
-        }
-    }
-    *last_seen = now;
 }

@@ -30,10 +30,11 @@ pub mod annotations {
     pub const RESTART_COUNT: &str = "io.kubernetes.container.restartCount";
     /// The pod's `terminationGracePeriodSeconds` when the container was created.
     pub const TERMINATION_GRACE: &str = "io.kubernetes.pod.terminationGracePeriod";
-    /// A hash of the container spec the instance was created from.
-    pub const SPEC_HASH: &str = "io.kubernetes.container.hash";
     /// `init` for init containers, `regular` for the others.
     pub const KIND: &str = "io.rkube.container.kind";
+    /// The image the pod spec named when the instance was created (a changed image
+    /// restarts the container, as upstream's changed container definition does).
+    pub const IMAGE: &str = "io.rkube.container.image";
 }
 
 /// A failed runtime call.
@@ -99,8 +100,11 @@ pub trait Runtime: Clone + Send + Sync + 'static {
         &self,
         id: &str,
     ) -> impl Future<Output = Result<cri::PodSandboxStatus>> + Send;
-    /// Every sandbox.
-    fn list_pod_sandboxes(&self) -> impl Future<Output = Result<Vec<cri::PodSandbox>>> + Send;
+    /// Every sandbox, or those of pod `pod_uid` (by its label).
+    fn list_pod_sandboxes(
+        &self,
+        pod_uid: Option<&str>,
+    ) -> impl Future<Output = Result<Vec<cri::PodSandbox>>> + Send;
 
     /// Creates a container in a sandbox; returns its id.
     fn create_container(
@@ -119,8 +123,11 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<()>> + Send;
     /// Removes a container (idempotent).
     fn remove_container(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
-    /// Every container.
-    fn list_containers(&self) -> impl Future<Output = Result<Vec<cri::Container>>> + Send;
+    /// Every container, or those of pod `pod_uid` (by its label).
+    fn list_containers(
+        &self,
+        pod_uid: Option<&str>,
+    ) -> impl Future<Output = Result<Vec<cri::Container>>> + Send;
     /// One container's status (state, exit code, reason, log path).
     fn container_status(
         &self,

@@ -338,7 +338,7 @@ async fn a_web_pod_runs_serves_logs_execs_and_restarts() {
         .to_string();
     let running: Vec<String> = node
         .cri()
-        .list_containers()
+        .list_containers(None)
         .await
         .unwrap()
         .into_iter()
@@ -412,6 +412,14 @@ async fn crash_loops_back_off_and_probes_restart_or_unready() {
     create_pod(
         &pods,
         pod(
+            "nope",
+            json!({"name": "c", "image": BUSYBOX, "command": ["/nope"]}),
+        ),
+    )
+    .await;
+    create_pod(
+        &pods,
+        pod(
             "live",
             json!({"name": "c", "image": BUSYBOX,
         "command": ["sh", "-c", "touch /tmp/healthy; sleep 2; rm /tmp/healthy; exec sleep 3600"],
@@ -462,6 +470,22 @@ async fn crash_loops_back_off_and_probes_restart_or_unready() {
     )
     .await;
     assert!(container(&p, 0)["restartCount"].as_i64().unwrap() >= 2);
+
+    // A command that cannot start backs off too (regression: a start failure leaves no
+    // start time, which once read as a long run and reset the back-off every time).
+    let p = wait_pod(
+        &pods,
+        "nope",
+        "CrashLoopBackOff for a missing command",
+        Duration::from_secs(30),
+        |p| waiting_reason(p, 0) == "CrashLoopBackOff",
+    )
+    .await;
+    assert!(
+        container(&p, 0)["restartCount"].as_i64().unwrap() <= 2,
+        "{}",
+        status(&p)
+    );
 
     // A failing liveness probe restarts the container.
     wait_pod(

@@ -87,7 +87,7 @@ impl Runtime for FakeRuntime {
     async fn pod_sandbox_status(&self, _: &str) -> Result<cri::PodSandboxStatus> {
         unsupported()
     }
-    async fn list_pod_sandboxes(&self) -> Result<Vec<cri::PodSandbox>> {
+    async fn list_pod_sandboxes(&self, _pod_uid: Option<&str>) -> Result<Vec<cri::PodSandbox>> {
         unsupported()
     }
     async fn create_container(
@@ -107,7 +107,7 @@ impl Runtime for FakeRuntime {
     async fn remove_container(&self, _: &str) -> Result<()> {
         unsupported()
     }
-    async fn list_containers(&self) -> Result<Vec<cri::Container>> {
+    async fn list_containers(&self, _pod_uid: Option<&str>) -> Result<Vec<cri::Container>> {
         Ok(self.state.lock().expect("lock").containers.clone())
     }
     async fn container_status(&self, id: &str) -> Result<cri::ContainerStatus> {

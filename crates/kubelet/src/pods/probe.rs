@@ -153,6 +153,10 @@ pub async fn run_probe<R: Runtime>(
         http_get(a, c, target, timeout).await
     } else if let Some(a) = &probe.tcp_socket {
         tcp_socket(a, c, target, timeout).await
+    } else if probe.grpc.is_some() {
+        // gRPC health probes are not implemented yet; failing them would restart healthy
+        // containers forever, so they pass (docs/kubelet.md says so).
+        Outcome::Success
     } else {
         Outcome::Failure("probe has no handler (exec, httpGet, tcpSocket)".into())
     }
@@ -220,6 +224,7 @@ impl Probers {
     pub fn start<R: Runtime>(
         runtime: R,
         container_id: &str,
+        started_at: i64,
         c: &Container,
         target: Target,
         poke: Arc<Notify>,
@@ -239,6 +244,7 @@ impl Probers {
             tasks.push(tokio::spawn(prober(
                 runtime.clone(),
                 container_id.to_string(),
+                started_at,
                 c.clone(),
                 probe,
                 which,
@@ -267,6 +273,7 @@ impl Probers {
 async fn prober<R: Runtime>(
     runtime: R,
     id: String,
+    started_at: i64,
     c: Container,
     probe: Probe,
     which: Which,
@@ -280,10 +287,15 @@ async fn prober<R: Runtime>(
     let lock = |s: &Arc<Mutex<ProbeState>>| -> ProbeState {
         s.lock().unwrap_or_else(PoisonError::into_inner).clone()
     };
-    tokio::time::sleep(Duration::from_secs(
-        probe.initial_delay_seconds.unwrap_or(0).max(0) as u64,
-    ))
-    .await;
+    // The initial delay counts from the container's start, so a container adopted by a
+    // restarted kubelet is not held back (nor reported unready) again.
+    let initial = Duration::from_secs(probe.initial_delay_seconds.unwrap_or(0).max(0) as u64);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0);
+    let running_for = Duration::from_nanos((now - started_at).max(0) as u64);
+    tokio::time::sleep(initial.saturating_sub(running_for)).await;
     let (mut successes, mut failures) = (0, 0);
     loop {
         if which != Which::Startup && !lock(&state).started {

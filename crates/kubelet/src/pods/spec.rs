@@ -3,7 +3,6 @@
 //! context, labels and annotations the kubelet finds its containers by).
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{Hash, Hasher};
 
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use rkube_types::quantity::Quantity;
@@ -234,15 +233,6 @@ pub fn sandbox_config(ctx: &SpecContext, pod: &Pod, attempt: u32) -> cri::PodSan
     }
 }
 
-/// A stable hash of a container spec: a changed spec (a new image by `kubectl set
-/// image` on a bare pod is refused by validation, but init containers and defaults
-/// can differ) means a new container.
-pub fn spec_hash(c: &Container) -> String {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    serde_json::to_string(c).unwrap_or_default().hash(&mut h);
-    format!("{:x}", h.finish())
-}
-
 fn quantity(
     m: Option<&BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
     k: &str,
@@ -445,7 +435,10 @@ pub fn container_config(
             annotations::TERMINATION_GRACE.to_string(),
             grace.to_string(),
         ),
-        (annotations::SPEC_HASH.to_string(), spec_hash(c)),
+        (
+            annotations::IMAGE.to_string(),
+            c.image.clone().unwrap_or_default(),
+        ),
         (
             annotations::KIND.to_string(),
             match kind {

@@ -249,6 +249,18 @@ pub fn pod_status(inputs: &Inputs<'_>) -> Value {
     } else {
         "Pending"
     };
+    // A deleted pod whose containers all stopped ends Succeeded or Failed whatever its
+    // restart policy (upstream's terminal phase for pods being deleted).
+    let phase = if inputs.terminating && running == 0 && stopped > 0 {
+        if failed == 0 { "Succeeded" } else { "Failed" }
+    } else {
+        phase
+    };
+    // A terminal phase never goes back.
+    let phase = match pod.status.as_ref().and_then(|s| s.phase.as_deref()) {
+        Some(p @ ("Succeeded" | "Failed")) => p,
+        _ => phase,
+    };
     let terminal = matches!(phase, "Succeeded" | "Failed");
 
     let list = |names: &[String]| format!("[{}]", names.join(" "));
@@ -258,6 +270,39 @@ pub fn pod_status(inputs: &Inputs<'_>) -> Value {
         "ContainersNotReady"
     };
     let containers_ready = unready.is_empty() && !inputs.terminating;
+    // Readiness gates: conditions others set that Ready waits for.
+    let gates_missing: Vec<String> = spec
+        .readiness_gates
+        .iter()
+        .flatten()
+        .filter(|g| {
+            !pod.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c.type_ == g.condition_type && c.status == "True")
+                })
+        })
+        .map(|g| g.condition_type.clone())
+        .collect();
+    let (pod_ready, ready_reason_pod, ready_message) = if !containers_ready {
+        (
+            false,
+            ready_reason,
+            (!terminal).then(|| format!("containers with unready status: {}", list(&unready))),
+        )
+    } else if let Some(gate) = gates_missing.first() {
+        (
+            false,
+            "ReadinessGatesNotReady",
+            Some(format!(
+                "corresponding condition of pod readiness gate \"{gate}\" does not exist."
+            )),
+        )
+    } else {
+        (true, ready_reason, None)
+    };
     let mut conditions = vec![
         condition(
             "PodReadyToStartContainers",
@@ -288,9 +333,9 @@ pub fn pod_status(inputs: &Inputs<'_>) -> Value {
         ),
         condition(
             "Ready",
-            containers_ready,
-            Some(ready_reason),
-            (!terminal).then(|| format!("containers with unready status: {}", list(&unready))),
+            pod_ready,
+            Some(ready_reason_pod),
+            ready_message,
             pod,
             now,
         ),
@@ -355,7 +400,7 @@ mod tests {
             name: name.into(),
             attempt,
             sandbox_id: "s".into(),
-            hash: String::new(),
+            spec_image: String::new(),
             status: cri::ContainerStatus {
                 state: state as i32,
                 exit_code: exit,
@@ -463,6 +508,95 @@ mod tests {
         let s = status(&never, ok, HashMap::new());
         assert_eq!(s["phase"], "Succeeded");
         assert_eq!(s["conditions"][3]["reason"], "PodCompleted");
+    }
+
+    #[test]
+    fn deleted_pods_end_in_a_terminal_phase_that_never_goes_back() {
+        use ContainerState::*;
+        let p = pod("Always");
+        let view = PodView {
+            sandboxes: vec![],
+            instances: vec![
+                instance("a", 0, ContainerExited, 0),
+                instance("b", 0, ContainerExited, 137),
+            ],
+        };
+        let none = HashMap::new();
+        let probes = none_probes();
+        let s = pod_status(&Inputs {
+            pod: &p,
+            view: &view,
+            waiting: &none,
+            probes: &probes,
+            pod_ip: None,
+            host_ip: "h",
+            runtime_name: "containerd",
+            now: "2026-01-01T00:00:00Z",
+            terminating: true,
+        });
+        assert_eq!(
+            s["phase"], "Failed",
+            "a SIGKILLed container fails a deleted pod"
+        );
+        // Once terminal, an empty runtime view (containers removed) keeps the phase.
+        let mut done = pod("Always");
+        done.status = Some(serde_json::from_value(json!({"phase": "Succeeded"})).unwrap());
+        let empty = PodView::default();
+        let s = pod_status(&Inputs {
+            pod: &done,
+            view: &empty,
+            waiting: &none,
+            probes: &probes,
+            pod_ip: None,
+            host_ip: "h",
+            runtime_name: "containerd",
+            now: "2026-01-01T00:00:00Z",
+            terminating: true,
+        });
+        assert_eq!(s["phase"], "Succeeded");
+    }
+
+    fn none_probes() -> HashMap<String, (bool, bool)> {
+        HashMap::new()
+    }
+
+    #[test]
+    fn readiness_gates_hold_ready_back() {
+        use ContainerState::*;
+        let mut p = pod("Always");
+        p.spec.as_mut().unwrap().readiness_gates = Some(vec![
+            serde_json::from_value(json!({"conditionType": "example.com/lb"})).unwrap(),
+        ]);
+        let both = vec![
+            instance("a", 0, ContainerRunning, 0),
+            instance("b", 0, ContainerRunning, 0),
+        ];
+        let s = status(&p, both.clone(), HashMap::new());
+        let ready = |s: &Value| {
+            s["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["type"] == "Ready")
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(ready(&s)["status"], "False");
+        assert_eq!(ready(&s)["reason"], "ReadinessGatesNotReady");
+        p.status = Some(
+            serde_json::from_value(json!({"conditions": [
+            {"type": "example.com/lb", "status": "True"}]}))
+            .unwrap(),
+        );
+        let s = status(&p, both, HashMap::new());
+        assert_eq!(ready(&s)["status"], "True");
+        assert!(
+            s["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["type"] == "example.com/lb")
+        );
     }
 
     #[test]

@@ -15,8 +15,8 @@ pub struct Instance {
     pub attempt: u32,
     /// The sandbox it runs in.
     pub sandbox_id: String,
-    /// The spec hash it was created from.
-    pub hash: String,
+    /// The image the pod spec named when it was created (empty: unknown).
+    pub spec_image: String,
     /// Its status.
     pub status: cri::ContainerStatus,
 }
@@ -31,6 +31,22 @@ impl Instance {
     /// Running now.
     pub fn running(&self) -> bool {
         self.state() == cri::ContainerState::ContainerRunning
+    }
+
+    /// How long it ran: zero when it never started (a failed start leaves `started_at`
+    /// unset), so a container that cannot start still backs off.
+    pub fn ran(&self) -> std::time::Duration {
+        let s = &self.status;
+        if s.started_at > 0 && s.finished_at > s.started_at {
+            std::time::Duration::from_nanos((s.finished_at - s.started_at) as u64)
+        } else {
+            std::time::Duration::ZERO
+        }
+    }
+
+    /// When it finished, for back-off: its finish time, or its creation when it never ran.
+    pub fn finished_at(&self) -> i64 {
+        self.status.finished_at.max(self.status.created_at)
     }
 
     /// Exited (or unknown, which the kubelet treats as exited).
@@ -61,14 +77,14 @@ impl PodView {
     /// Reads the pod's objects from the runtime.
     pub async fn read<R: Runtime>(runtime: &R, uid: &str) -> Result<Self> {
         let mut sandboxes: Vec<cri::PodSandbox> = runtime
-            .list_pod_sandboxes()
+            .list_pod_sandboxes(Some(uid))
             .await?
             .into_iter()
             .filter(|s| owned_by(&s.labels, uid))
             .collect();
         sandboxes.sort_by_key(|s| std::cmp::Reverse(s.created_at));
         let containers: Vec<cri::Container> = runtime
-            .list_containers()
+            .list_containers(Some(uid))
             .await?
             .into_iter()
             .filter(|c| owned_by(&c.labels, uid))
@@ -93,9 +109,9 @@ impl PodView {
                     .and_then(|v| v.parse().ok())
                     .or_else(|| c.metadata.as_ref().map(|m| m.attempt))
                     .unwrap_or(0),
-                hash: c
+                spec_image: c
                     .annotations
-                    .get(annotations::SPEC_HASH)
+                    .get(annotations::IMAGE)
                     .cloned()
                     .unwrap_or_default(),
                 sandbox_id: c.pod_sandbox_id.clone(),

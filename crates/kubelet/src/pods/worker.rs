@@ -30,8 +30,20 @@ pub const BACKOFF_RESET: Duration = Duration::from_secs(600);
 /// How often configMap and secret volumes are rewritten from the API, by default
 /// (`--sync-frequency`).
 pub const VOLUME_REFRESH: Duration = Duration::from_secs(30);
-/// How often a worker re-reads the runtime even without a poke.
-pub const RESYNC: Duration = Duration::from_secs(10);
+/// How often a worker re-reads the runtime even without a poke (the relist pokes it on
+/// every container change).
+pub const RESYNC: Duration = Duration::from_secs(30);
+/// How often a finished pod's worker looks again (it mostly waits for the deletion).
+pub const FINISHED_RESYNC: Duration = Duration::from_secs(300);
+
+/// Where a container starts: the sandbox id and config, the pod's volumes, and what the
+/// runtime has for the pod.
+type StartAt<'a> = (
+    &'a str,
+    &'a cri::PodSandboxConfig,
+    Option<&'a crate::volumes::PodVolumes>,
+    &'a PodView,
+);
 
 fn now_nanos() -> i64 {
     SystemTime::now()
@@ -77,6 +89,13 @@ pub struct PodWorker<R: Runtime> {
     pod_ip: Option<String>,
     /// The last spec seen, for a pod that vanished from the API.
     last_pod: Option<Pod>,
+    /// Container instances the kubelet stopped to restart them (failed liveness or
+    /// startup probe, changed image): restarted whatever the restart policy says of
+    /// their exit code.
+    force_restart: std::collections::HashSet<String>,
+    /// The pod's containers and sandboxes are gone after its deletion: only the
+    /// confirming delete is left to do.
+    cleaned_up: bool,
 }
 
 impl<R: Runtime> PodWorker<R> {
@@ -101,6 +120,8 @@ impl<R: Runtime> PodWorker<R> {
             volumes: None,
             pod_ip: None,
             last_pod: None,
+            force_restart: Default::default(),
+            cleaned_up: false,
         }
     }
 
@@ -121,7 +142,7 @@ impl<R: Runtime> PodWorker<R> {
             };
             let wait = match next {
                 Next::Done => return,
-                Next::After(d) => d.min(RESYNC),
+                Next::After(d) => d,
             };
             tokio::select! {
                 r = self.pod.changed() => if r.is_err() { return },
@@ -171,7 +192,7 @@ impl<R: Runtime> PodWorker<R> {
                 let _ = self.ctx.runtime.stop_pod_sandbox(&s.id).await;
             }
             self.probers.clear();
-            return Ok(Next::After(RESYNC));
+            return Ok(Next::After(FINISHED_RESYNC));
         }
         self.sync_running(&pod, view).await
     }
@@ -215,8 +236,12 @@ impl<R: Runtime> PodWorker<R> {
                     self.write_status(pod, &view, false).await;
                     return Ok(Next::After(Duration::from_secs(5)));
                 }
-                // Running containers keep the content they have until a refresh works.
-                Err(e) => tracing::warn!(pod = %self.name(), error = %e, "volume refresh failed"),
+                // Running containers keep the content they have until a refresh works,
+                // tried again next period.
+                Err(e) => {
+                    self.volumes_at = Some(Instant::now());
+                    tracing::warn!(pod = %self.name(), error = %e, "volume refresh failed");
+                }
             }
         }
         let volumes = self.volumes.clone();
@@ -231,9 +256,21 @@ impl<R: Runtime> PodWorker<R> {
                 let attempt = view.sandbox_attempt().map(|a| a + 1).unwrap_or(0);
                 self.kill_all(&view, Some(pod), Duration::from_secs(2))
                     .await;
-                for s in &view.sandboxes {
+                // Old sandboxes are stopped, not removed: their containers keep the restart
+                // counts and `--previous` logs (all are removed with the pod).
+                for s in view
+                    .sandboxes
+                    .iter()
+                    .filter(|s| s.state == cri::PodSandboxState::SandboxReady as i32)
+                {
                     let _ = self.ctx.runtime.stop_pod_sandbox(&s.id).await;
-                    let _ = self.ctx.runtime.remove_pod_sandbox(&s.id).await;
+                }
+                if attempt > 0 && !view.instances.is_empty() && policy == "Never" {
+                    // Upstream starts no new sandbox for a Never pod that already ran; its
+                    // phase follows from how its containers ended.
+                    let view = PodView::read(&self.ctx.runtime, &self.uid).await?;
+                    self.write_status(pod, &view, false).await;
+                    return Ok(Next::After(RESYNC));
                 }
                 // A new sandbox has a new IP.
                 self.pod_ip = None;
@@ -284,13 +321,16 @@ impl<R: Runtime> PodWorker<R> {
             sandbox.metadata.as_ref().map(|m| m.attempt).unwrap_or(0),
         );
 
-        // Init containers, in order, each to completion.
+        // Init containers, in order, each to completion in the current sandbox (a new
+        // sandbox runs them again).
         let mut init_done = true;
         for c in spec.init_containers.iter().flatten() {
-            let latest = view
+            let next_attempt = view.latest(&c.name).map_or(0, |i| i.attempt + 1);
+            let current = view
                 .latest(&c.name)
-                .filter(|i| i.sandbox_id == sandbox.id || i.exited());
-            match latest {
+                .filter(|i| i.sandbox_id == sandbox.id)
+                .cloned();
+            match current {
                 Some(i) if i.exited() && i.status.exit_code == 0 => {
                     self.waiting.remove(&c.name);
                     continue;
@@ -299,52 +339,55 @@ impl<R: Runtime> PodWorker<R> {
                     init_done = false;
                     break;
                 }
-                Some(i) if i.exited() => {
+                Some(i) if i.state() == cri::ContainerState::ContainerCreated => {
+                    init_done = false;
+                    wake = wake.min(self.start_created(c, &i.id).await);
+                    break;
+                }
+                Some(i) => {
                     init_done = false;
                     if policy == "Never" {
                         break;
                     }
-                    let (attempt, finished) = (i.attempt + 1, i.status.finished_at);
-                    let ran = Duration::from_nanos(
-                        (i.status.finished_at - i.status.started_at).max(0) as u64,
-                    );
-                    if let Some(d) = self.backoff_wait(&c.name, finished, ran) {
+                    if let Some(d) = self.backoff_wait(&c.name, i.finished_at(), i.ran()) {
                         wake = wake.min(d);
                         break;
                     }
-                    self.start(
-                        pod,
-                        c,
-                        Kind::Init,
-                        attempt,
-                        &sandbox.id,
+                    let at = (
+                        sandbox.id.as_str(),
                         &sandbox_config,
                         volumes.as_ref(),
                         &view,
-                    )
-                    .await;
+                    );
+                    self.start(pod, c, Kind::Init, next_attempt, at).await;
                     break;
                 }
-                _ => {
+                None => {
                     init_done = false;
-                    self.start(
-                        pod,
-                        c,
-                        Kind::Init,
-                        0,
-                        &sandbox.id,
+                    let at = (
+                        sandbox.id.as_str(),
                         &sandbox_config,
                         volumes.as_ref(),
                         &view,
-                    )
-                    .await;
+                    );
+                    self.start(pod, c, Kind::Init, next_attempt, at).await;
                     break;
                 }
             }
         }
 
         // Regular containers.
-        if init_done {
+        if !init_done {
+            for c in &spec.containers {
+                self.waiting.insert(
+                    c.name.clone(),
+                    Waiting {
+                        reason: "PodInitializing".into(),
+                        message: String::new(),
+                    },
+                );
+            }
+        } else {
             for c in &spec.containers {
                 let latest = view.latest(&c.name).cloned();
                 match latest {
@@ -358,78 +401,74 @@ impl<R: Runtime> PodWorker<R> {
                             let p = Probers::start(
                                 self.ctx.runtime.clone(),
                                 &i.id,
+                                i.status.started_at,
                                 c,
                                 self.target(),
                                 self.poke.clone(),
                             );
                             self.probers.insert(c.name.clone(), p);
                         }
-                        let restart = self.probers.get(&c.name).and_then(|p| p.state().restart);
+                        let mut restart = self.probers.get(&c.name).and_then(|p| p.state().restart);
+                        let image = c.image.clone().unwrap_or_default();
+                        if restart.is_none() && !i.spec_image.is_empty() && i.spec_image != image {
+                            restart = Some(format!(
+                                "Container {} definition changed, will be restarted",
+                                c.name
+                            ));
+                        }
                         if let Some(why) = restart {
                             tracing::info!(pod = %self.name(), container = %c.name, "{why}");
                             self.probers.remove(&c.name);
+                            self.force_restart.insert(i.id.clone());
                             self.stop_container(pod, c, &i.id, None).await;
                             self.poke.notify_one();
                         }
                     }
                     Some(i) if i.state() == cri::ContainerState::ContainerCreated => {
-                        // Created but never started (a kubelet died in between).
-                        if let Err(e) = self.ctx.runtime.start_container(&i.id).await {
-                            tracing::warn!(pod = %self.name(), container = %c.name, error = %e, "start failed");
-                            let _ = self.ctx.runtime.remove_container(&i.id).await;
-                        }
-                        self.poke.notify_one();
+                        wake = wake.min(self.start_created(c, &i.id).await);
                     }
                     Some(i) => {
-                        let restart = match policy.as_str() {
-                            "Always" => true,
-                            "OnFailure" => i.status.exit_code != 0,
-                            _ => false,
-                        };
+                        let restart = self.force_restart.contains(&i.id)
+                            || match policy.as_str() {
+                                "Always" => true,
+                                "OnFailure" => i.status.exit_code != 0,
+                                _ => false,
+                            };
                         if !restart {
                             self.waiting.remove(&c.name);
                             self.probers.remove(&c.name);
                             continue;
                         }
-                        let ran = Duration::from_nanos(
-                            (i.status.finished_at - i.status.started_at).max(0) as u64,
-                        );
-                        if let Some(d) = self.backoff_wait(&c.name, i.status.finished_at, ran) {
+                        if let Some(d) = self.backoff_wait(&c.name, i.finished_at(), i.ran()) {
                             wake = wake.min(d);
                             continue;
                         }
-                        self.start(
-                            pod,
-                            c,
-                            Kind::Regular,
-                            i.attempt + 1,
-                            &sandbox.id,
+                        let at = (
+                            sandbox.id.as_str(),
                             &sandbox_config,
                             volumes.as_ref(),
                             &view,
-                        )
-                        .await;
+                        );
+                        self.start(pod, c, Kind::Regular, i.attempt + 1, at).await;
+                        self.force_restart.remove(&i.id);
                     }
                     None => {
-                        self.start(
-                            pod,
-                            c,
-                            Kind::Regular,
-                            0,
-                            &sandbox.id,
+                        let at = (
+                            sandbox.id.as_str(),
                             &sandbox_config,
                             volumes.as_ref(),
                             &view,
-                        )
-                        .await;
+                        );
+                        self.start(pod, c, Kind::Regular, 0, at).await;
                     }
                 }
             }
         }
 
         // Image pull back-offs end on their own schedule.
-        for (_, until) in self.image_backoff.values() {
-            wake = wake.min(until.saturating_duration_since(Instant::now()));
+        let now = Instant::now();
+        for (_, until) in self.image_backoff.values().filter(|(_, u)| *u > now) {
+            wake = wake.min(*until - now);
         }
         let view = PodView::read(&self.ctx.runtime, &self.uid).await?;
         self.write_status(pod, &view, false).await;
@@ -515,7 +554,10 @@ impl<R: Runtime> PodWorker<R> {
                     ),
                 });
             }
-            ("Never" | "IfNotPresent", Some(_)) => return Ok(image),
+            ("Never" | "IfNotPresent", Some(_)) => {
+                self.image_backoff.remove(&image);
+                return Ok(image);
+            }
             _ => {}
         }
         if let Some((_, until)) = self.image_backoff.get(&image)
@@ -561,18 +603,20 @@ impl<R: Runtime> PodWorker<R> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn start(
-        &mut self,
-        pod: &Pod,
-        c: &Container,
-        kind: Kind,
-        attempt: u32,
-        sandbox_id: &str,
-        sandbox_config: &cri::PodSandboxConfig,
-        volumes: Option<&crate::volumes::PodVolumes>,
-        view: &PodView,
-    ) {
+    /// Starts a container that was created but never started (a kubelet died in between);
+    /// when that fails it is removed and made again later. Returns when to look again.
+    async fn start_created(&mut self, c: &Container, id: &str) -> Duration {
+        if let Err(e) = self.ctx.runtime.start_container(id).await {
+            tracing::warn!(pod = %self.name(), container = %c.name, error = %e, "start failed");
+            let _ = self.ctx.runtime.remove_container(id).await;
+            return Duration::from_secs(2);
+        }
+        Duration::from_millis(100)
+    }
+
+    /// Creates and starts instance `attempt` of container `c` in sandbox `at.0`.
+    async fn start(&mut self, pod: &Pod, c: &Container, kind: Kind, attempt: u32, at: StartAt<'_>) {
+        let (sandbox_id, sandbox_config, volumes, view) = at;
         let image = match self.ensure_image(pod, c, sandbox_config).await {
             Ok(i) => i,
             Err(w) => {
@@ -584,6 +628,10 @@ impl<R: Runtime> PodWorker<R> {
             reason: "CreateContainerConfigError".into(),
             message: m,
         };
+        if let Err(m) = self.verify_non_root(pod, c, &image).await {
+            self.waiting.insert(c.name.clone(), config_error(m));
+            return;
+        }
         let envs = if self.ctx.simulated {
             Vec::new()
         } else {
@@ -687,6 +735,42 @@ impl<R: Runtime> PodWorker<R> {
         }
     }
 
+    /// Upstream's runAsNonRoot check: the container's user (its runAsUser, else the image's)
+    /// must be known and not root.
+    async fn verify_non_root(&self, pod: &Pod, c: &Container, image: &str) -> Result<(), String> {
+        let psc = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.security_context.clone())
+            .unwrap_or_default();
+        let csc = c.security_context.clone().unwrap_or_default();
+        if csc.run_as_non_root.or(psc.run_as_non_root) != Some(true) || self.ctx.simulated {
+            return Ok(());
+        }
+        let (ns, name, _) = pod_key(pod);
+        let whose = format!("(pod: \"{name}_{ns}\", container: {})", c.name);
+        match csc.run_as_user.or(psc.run_as_user) {
+            Some(0) => {
+                return Err(format!(
+                    "container's runAsUser breaks non-root policy {whose}"
+                ));
+            }
+            Some(_) => return Ok(()),
+            None => {}
+        }
+        let img = self.ctx.runtime.image_status(image).await.ok().flatten();
+        match img.as_ref().and_then(|i| i.uid.as_ref()).map(|u| u.value) {
+            Some(0) | None if img.as_ref().is_none_or(|i| i.username.is_empty()) => Err(format!(
+                "container has runAsNonRoot and image will run as root {whose}"
+            )),
+            Some(_) => Ok(()),
+            _ => Err(format!(
+                "container has runAsNonRoot and image has non-numeric user ({}), cannot verify user is non-root {whose}",
+                img.map(|i| i.username).unwrap_or_default()
+            )),
+        }
+    }
+
     /// The pod with the IPs it will have, for env fieldRefs.
     fn with_ips(&self, pod: &Pod) -> Pod {
         let mut p = pod.clone();
@@ -776,29 +860,61 @@ impl<R: Runtime> PodWorker<R> {
     /// A deleted pod: preStop, SIGTERM, the grace period, SIGKILL; the final status; then
     /// the confirming delete that removes the pod from the API.
     async fn terminate(&mut self, pod: &Pod, view: PodView) -> Result<Next, RuntimeError> {
-        let grace = Duration::from_secs(
-            pod.metadata
-                .deletion_grace_period_seconds
-                .or(pod
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.termination_grace_period_seconds))
-                .unwrap_or(30)
-                .max(0) as u64,
-        );
-        self.probers.clear();
-        self.kill_all(&view, Some(pod), grace).await;
-        for s in &view.sandboxes {
-            let _ = self.ctx.runtime.stop_pod_sandbox(&s.id).await;
+        let grace_of = |p: &Pod| {
+            Duration::from_secs(
+                p.metadata
+                    .deletion_grace_period_seconds
+                    .or(p
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.termination_grace_period_seconds))
+                    .unwrap_or(30)
+                    .max(0) as u64,
+            )
+        };
+        if !self.cleaned_up {
+            self.probers.clear();
+            let mut grace = grace_of(pod);
+            // A second delete with a shorter grace period (`--grace-period=1`, `--force`)
+            // cuts the wait short, as upstream's pod workers do.
+            let mut updates = self.pod.clone();
+            loop {
+                let view = PodView::read(&self.ctx.runtime, &self.uid).await?;
+                let shorter = tokio::select! {
+                    _ = self.kill_all(&view, Some(pod), grace) => None,
+                    shorter = async {
+                        loop {
+                            if updates.changed().await.is_err() {
+                                return std::future::pending::<Duration>().await;
+                            }
+                            let g = updates.borrow().as_ref().map(grace_of);
+                            match g {
+                                Some(g) if g < grace => return g,
+                                Some(_) => {}
+                                None => return Duration::ZERO,
+                            }
+                        }
+                    } => Some(shorter),
+                };
+                match shorter {
+                    Some(g) => grace = g,
+                    None => break,
+                }
+            }
+            for s in &view.sandboxes {
+                let _ = self.ctx.runtime.stop_pod_sandbox(&s.id).await;
+            }
+            let view = PodView::read(&self.ctx.runtime, &self.uid).await?;
+            self.write_status(pod, &view, true).await;
+            self.remove_all(&view).await;
+            self.cleaned_up = true;
         }
-        let view = PodView::read(&self.ctx.runtime, &self.uid).await?;
-        self.write_status(pod, &view, true).await;
-        self.remove_all(&view).await;
         let (ns, name, uid) = pod_key(pod);
         let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), ns);
         match api.delete(name, &DeleteParams::immediate().uid(uid)).await {
+            // The watch's delete event (or a re-list without the pod) ends the worker.
             Ok(_) => Ok(Next::After(RESYNC)),
-            Err(e) if e.is_not_found() || e.is_conflict() => Ok(Next::After(RESYNC)),
+            Err(e) if e.is_not_found() || e.is_conflict() => Ok(Next::Done),
             Err(e) => {
                 tracing::warn!(pod = %self.name(), error = %e, "confirming delete failed");
                 Ok(Next::After(Duration::from_secs(1)))

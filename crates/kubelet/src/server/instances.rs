@@ -32,7 +32,7 @@ impl Instances {
         pod: &str,
         container: &str,
     ) -> Result<Self, RuntimeError> {
-        let all = runtime.list_containers().await?;
+        let all = runtime.list_containers(None).await?;
         Ok(Self::select(all, namespace, pod, container))
     }
 

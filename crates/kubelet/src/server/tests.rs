@@ -83,7 +83,10 @@ impl Runtime for FakeRuntime {
     async fn pod_sandbox_status(&self, _: &str) -> crate::runtime::Result<cri::PodSandboxStatus> {
         unsupported()
     }
-    async fn list_pod_sandboxes(&self) -> crate::runtime::Result<Vec<cri::PodSandbox>> {
+    async fn list_pod_sandboxes(
+        &self,
+        _pod_uid: Option<&str>,
+    ) -> crate::runtime::Result<Vec<cri::PodSandbox>> {
         unsupported()
     }
     async fn create_container(
@@ -103,7 +106,10 @@ impl Runtime for FakeRuntime {
     async fn remove_container(&self, _: &str) -> crate::runtime::Result<()> {
         unsupported()
     }
-    async fn list_containers(&self) -> crate::runtime::Result<Vec<cri::Container>> {
+    async fn list_containers(
+        &self,
+        _pod_uid: Option<&str>,
+    ) -> crate::runtime::Result<Vec<cri::Container>> {
         Ok(self.state.lock().expect("lock").containers.clone())
     }
     async fn container_status(&self, id: &str) -> crate::runtime::Result<cri::ContainerStatus> {

@@ -161,7 +161,7 @@ impl RealNode {
 
     /// rkube's containers by state: (running, all).
     pub async fn containers(&self) -> (usize, usize) {
-        let all = self.cri().list_containers().await.unwrap();
+        let all = self.cri().list_containers(None).await.unwrap();
         let ours: Vec<_> = all
             .iter()
             .filter(|c| {
@@ -175,7 +175,7 @@ impl RealNode {
     /// rkube's sandboxes.
     pub async fn sandboxes(&self) -> usize {
         self.cri()
-            .list_pod_sandboxes()
+            .list_pod_sandboxes(None)
             .await
             .unwrap()
             .iter()

@@ -356,6 +356,16 @@ impl Runtime for CriRuntime {
         Ok(r.into_inner())
     }
 
+    async fn exec_url(&self, request: cri::ExecRequest) -> Result<String> {
+        let r = self
+            .runtime
+            .clone()
+            .exec(deadline(request))
+            .await
+            .map_err(call("Exec"))?;
+        Ok(r.into_inner().url)
+    }
+
     async fn image_status(&self, image: &str) -> Result<Option<cri::Image>> {
         let r = self
             .images

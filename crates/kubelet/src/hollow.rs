@@ -294,6 +294,12 @@ impl Runtime for HollowRuntime {
         Ok(cri::ExecSyncResponse::default())
     }
 
+    async fn exec_url(&self, _request: cri::ExecRequest) -> Result<String> {
+        Err(RuntimeError::Unavailable(
+            "a hollow node runs no processes to attach to".into(),
+        ))
+    }
+
     async fn image_status(&self, image: &str) -> Result<Option<cri::Image>> {
         Ok(Some(cri::Image {
             id: image.to_string(),

@@ -141,6 +141,10 @@ pub trait Runtime: Clone + Send + Sync + 'static {
         timeout: Duration,
     ) -> impl Future<Output = Result<cri::ExecSyncResponse>> + Send;
 
+    /// Prepares a streaming exec (stdin, a TTY): the URL of the runtime's streaming server
+    /// that serves it (WebSocket `v4.channel.k8s.io` or SPDY).
+    fn exec_url(&self, request: cri::ExecRequest) -> impl Future<Output = Result<String>> + Send;
+
     /// The image if present, with its id.
     fn image_status(&self, image: &str) -> impl Future<Output = Result<Option<cri::Image>>> + Send;
     /// Pulls an image; returns its reference (the image id).

@@ -263,6 +263,42 @@ async fn a_web_pod_runs_serves_logs_execs_and_restarts() {
     .await;
     assert_eq!((code, out.as_str()), (0, "s3cret"));
     let (code, _, _) = kubectl(&kubeconfig, &["exec", "web", "--", "sh", "-c", "exit 3"]).await;
+    // Interactive: stdin reaches the command through containerd's streaming server.
+    let mut interactive = tokio::process::Command::new("/usr/bin/kubectl")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args([
+            "exec",
+            "-i",
+            "web",
+            "--",
+            "sh",
+            "-c",
+            "read line; echo got $line; exit 4",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = interactive.stdin.take().unwrap();
+        stdin.write_all(b"hello\n").await.unwrap();
+        // Keep stdin open: the command ends on its own after one line.
+        let out = tokio::time::timeout(Duration::from_secs(30), interactive.wait_with_output())
+            .await
+            .expect("interactive exec ends")
+            .unwrap();
+        drop(stdin);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "got hello\n",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(4));
+    }
     assert_eq!(code, 3, "kubectl exec returns the command's exit code");
 
     // Killing the container's process restarts it, counting the restart.

@@ -155,6 +155,12 @@ impl Runtime for FakeRuntime {
             ))),
         }
     }
+    async fn exec_url(&self, _request: cri::ExecRequest) -> Result<String> {
+        Err(RuntimeError::Unavailable(
+            "the fake runtime has no streaming server".into(),
+        ))
+    }
+
     async fn image_status(&self, _: &str) -> Result<Option<cri::Image>> {
         unsupported()
     }
@@ -448,10 +454,10 @@ async fn kubectl_exec_through_the_apiserver() {
         run.code == 1 && run.stderr.contains("executable file not found"),
         "{run:?}"
     );
-    // Interactive sessions are refused, saying so.
+    // Interactive sessions need the runtime's streaming server, which this fake lacks.
     let run = kubectl(k, &["exec", "-i", "web", "-c", "app", "--", "cat"]).await;
     assert!(
-        run.code == 1 && run.stderr.contains("interactive exec"),
+        run.code == 1 && run.stderr.contains("no streaming server"),
         "{run:?}"
     );
     // A stopped container, an unscheduled pod, an unknown container.

@@ -184,10 +184,14 @@ async fn session<R: Runtime>(
     _permit: OwnedSemaphorePermit,
 ) {
     let status = if query.stdin || query.tty {
-        failure(
-            Reason::BadRequest,
-            "interactive exec (stdin or a TTY: kubectl exec -i/-t) is not supported by rkube's kubelet yet; run the command without -i and -t",
-        )
+        match interactive(&mut socket, &runtime, &container_id, &query, &mut stopping).await {
+            // The runtime's streaming server sent the status and closed: so do we.
+            Ok(()) => {
+                close(socket).await;
+                return;
+            }
+            Err(status) => status,
+        }
     } else {
         let command = query.command.clone();
         let exec = runtime.exec_sync(&container_id, command, Duration::ZERO);
@@ -229,6 +233,113 @@ async fn session<R: Runtime>(
         return;
     }
     close(socket).await;
+}
+
+/// The channel on which a v5 client says it closed its stdin (no v4 equivalent).
+const CLOSE_STREAM: u8 = 255;
+
+/// An interactive session (stdin, a TTY): the runtime's streaming server runs it (CRI
+/// `Exec`), and this relays WebSocket messages between the client and that server, which
+/// speaks `v4.channel.k8s.io` — the same framing as v5 but for v5's stream-close signal,
+/// which is dropped (so a closed stdin is not passed on; a TTY session ends with the
+/// shell). Returns the status to send when the session could not be set up.
+async fn interactive<R: Runtime>(
+    socket: &mut WebSocket,
+    runtime: &R,
+    container_id: &str,
+    query: &ExecQuery,
+    stopping: &mut watch::Receiver<bool>,
+) -> Result<(), Value> {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message as Upstream;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let request = crate::runtime::cri::ExecRequest {
+        container_id: container_id.to_string(),
+        cmd: query.command.clone(),
+        tty: query.tty,
+        stdin: query.stdin,
+        stdout: query.stdout,
+        stderr: query.stderr && !query.tty,
+    };
+    let url = runtime.exec_url(request).await.map_err(|e| {
+        internal_error(&format!(
+            "error executing command in container: {}",
+            e.message()
+        ))
+    })?;
+    let ws_url = url
+        .replacen("http://", "ws://", 1)
+        .replacen("https://", "wss://", 1);
+    let mut upstream_request = ws_url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| internal_error(&format!("bad streaming URL {url}: {e}")))?;
+    upstream_request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static("v4.channel.k8s.io"),
+    );
+    let host = upstream_request
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .unwrap_or_default();
+    let tcp = tokio::net::TcpStream::connect(&host).await.map_err(|e| {
+        internal_error(&format!(
+            "connecting to the runtime's streaming server {host}: {e}"
+        ))
+    })?;
+    let (mut upstream, _) = tokio_tungstenite::client_async(upstream_request, tcp)
+        .await
+        .map_err(|e| {
+            internal_error(&format!(
+                "the runtime's streaming server refused the session: {e}"
+            ))
+        })?;
+    loop {
+        tokio::select! {
+            from_client = socket.recv() => match from_client {
+                Some(Ok(Message::Binary(data))) => {
+                    if data.first() == Some(&CLOSE_STREAM) {
+                        continue;
+                    }
+                    if upstream.send(Upstream::Binary(data)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                Some(Ok(Message::Text(text))) => {
+                    if upstream.send(Upstream::Text(text.as_str().into())).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                // The client left: end the runtime's session too.
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                    let _ = upstream.close(None).await;
+                    return Ok(());
+                }
+            },
+            from_runtime = upstream.next() => match from_runtime {
+                Some(Ok(Upstream::Binary(data))) => {
+                    if socket.send(Message::Binary(data)).await.is_err() {
+                        let _ = upstream.close(None).await;
+                        return Ok(());
+                    }
+                }
+                Some(Ok(Upstream::Text(text))) => {
+                    if socket.send(Message::Text(text.as_str().into())).await.is_err() {
+                        let _ = upstream.close(None).await;
+                        return Ok(());
+                    }
+                }
+                Some(Ok(Upstream::Ping(_) | Upstream::Pong(_) | Upstream::Frame(_))) => {}
+                Some(Ok(Upstream::Close(_))) | None | Some(Err(_)) => return Ok(()),
+            },
+            _ = async { let _ = stopping.wait_for(|s| *s).await; } => {
+                let _ = upstream.close(None).await;
+                return Err(failure(Reason::ServiceUnavailable, "the kubelet is shutting down"));
+            }
+        }
+    }
 }
 
 /// Sends `data` on `channel`, in frames; false if the client is gone.

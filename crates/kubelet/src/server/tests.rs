@@ -158,6 +158,12 @@ impl Runtime for FakeRuntime {
             )),
         }
     }
+    async fn exec_url(&self, _request: cri::ExecRequest) -> crate::runtime::Result<String> {
+        Err(RuntimeError::Unavailable(
+            "the fake runtime has no streaming server".into(),
+        ))
+    }
+
     async fn image_status(&self, _: &str) -> crate::runtime::Result<Option<cri::Image>> {
         unsupported()
     }
@@ -534,7 +540,7 @@ async fn exec_failures_are_statuses() {
             .is_some_and(|m| m.contains("executable file not found")),
         "{status}"
     );
-    // Interactive sessions are refused, saying why.
+    // Interactive sessions go to the runtime's streaming server; this fake has none.
     let (ws, _) = exec_ws(
         s.addr,
         "command=sh&stdin=true&stdout=true&tty=true",
@@ -548,7 +554,7 @@ async fn exec_failures_are_statuses() {
     assert!(
         status["message"]
             .as_str()
-            .is_some_and(|m| m.contains("interactive exec")),
+            .is_some_and(|m| m.contains("the fake runtime has no streaming server")),
         "{status}"
     );
     // Unknown protocols, stopped and unknown containers: refused before the upgrade.

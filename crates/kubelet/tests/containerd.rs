@@ -447,6 +447,13 @@ async fn crash_loops_back_off_and_probes_restart_or_unready() {
     .await;
     create_pod(
         &pods,
+        json!({"metadata": {"name": "deadline"}, "spec": {"nodeName": "real-2",
+            "activeDeadlineSeconds": 3, "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "c", "image": BUSYBOX, "command": ["sleep", "3600"]}]}}),
+    )
+    .await;
+    create_pod(
+        &pods,
         pod(
             "nope",
             json!({"name": "c", "image": BUSYBOX, "command": ["/nope"]}),
@@ -522,6 +529,17 @@ async fn crash_loops_back_off_and_probes_restart_or_unready() {
         "{}",
         status(&p)
     );
+
+    // activeDeadlineSeconds fails the pod.
+    let p = wait_pod(
+        &pods,
+        "deadline",
+        "DeadlineExceeded",
+        Duration::from_secs(30),
+        |p| status(p)["phase"] == "Failed",
+    )
+    .await;
+    assert_eq!(status(&p)["reason"], "DeadlineExceeded");
 
     // A failing liveness probe restarts the container.
     wait_pod(

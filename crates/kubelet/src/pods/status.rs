@@ -39,6 +39,8 @@ pub struct Inputs<'a> {
     pub now: &'a str,
     /// The pod is being torn down (deleted or finished): nothing is ready.
     pub terminating: bool,
+    /// The pod ran longer than its `activeDeadlineSeconds`: it fails.
+    pub deadline_exceeded: bool,
 }
 
 fn rfc3339(nanos: i64) -> Option<String> {
@@ -256,6 +258,11 @@ pub fn pod_status(inputs: &Inputs<'_>) -> Value {
     } else {
         phase
     };
+    let phase = if inputs.deadline_exceeded {
+        "Failed"
+    } else {
+        phase
+    };
     // A terminal phase never goes back.
     let phase = match pod.status.as_ref().and_then(|s| s.phase.as_deref()) {
         Some(p @ ("Succeeded" | "Failed")) => p,
@@ -370,6 +377,10 @@ pub fn pod_status(inputs: &Inputs<'_>) -> Value {
     if !init_statuses.is_empty() {
         status["initContainerStatuses"] = json!(init_statuses);
     }
+    if inputs.deadline_exceeded {
+        status["reason"] = json!("DeadlineExceeded");
+        status["message"] = json!("Pod was active on the node longer than the specified deadline");
+    }
     if let Some(ip) = inputs.pod_ip.filter(|ip| !ip.is_empty()) {
         status["podIP"] = json!(ip);
         status["podIPs"] = json!([{"ip": ip}]);
@@ -440,6 +451,7 @@ mod tests {
             runtime_name: "containerd",
             now: "2026-01-01T00:00:00Z",
             terminating: false,
+            deadline_exceeded: false,
         })
     }
 
@@ -533,6 +545,7 @@ mod tests {
             runtime_name: "containerd",
             now: "2026-01-01T00:00:00Z",
             terminating: true,
+            deadline_exceeded: false,
         });
         assert_eq!(
             s["phase"], "Failed",
@@ -552,6 +565,7 @@ mod tests {
             runtime_name: "containerd",
             now: "2026-01-01T00:00:00Z",
             terminating: true,
+            deadline_exceeded: false,
         });
         assert_eq!(s["phase"], "Succeeded");
     }

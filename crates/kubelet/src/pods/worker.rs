@@ -96,6 +96,8 @@ pub struct PodWorker<R: Runtime> {
     /// The pod's containers and sandboxes are gone after its deletion: only the
     /// confirming delete is left to do.
     cleaned_up: bool,
+    /// The pod ran past its `activeDeadlineSeconds`.
+    deadline_exceeded: bool,
 }
 
 impl<R: Runtime> PodWorker<R> {
@@ -122,6 +124,7 @@ impl<R: Runtime> PodWorker<R> {
             last_pod: None,
             force_restart: Default::default(),
             cleaned_up: false,
+            deadline_exceeded: false,
         }
     }
 
@@ -211,6 +214,34 @@ impl<R: Runtime> PodWorker<R> {
             .clone()
             .unwrap_or_else(|| "Always".into());
         let mut wake = RESYNC;
+
+        // activeDeadlineSeconds counts from the pod's start on the node.
+        if let Some(deadline) = spec.active_deadline_seconds.filter(|d| *d >= 0) {
+            let started = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.start_time.as_ref())
+                .map(|t| t.0.as_second())
+                .unwrap_or_else(|| jiff::Timestamp::now().as_second());
+            let left = started + deadline - jiff::Timestamp::now().as_second();
+            if left <= 0 {
+                tracing::info!(pod = %self.name(), "pod ran past its activeDeadlineSeconds");
+                self.deadline_exceeded = true;
+                self.probers.clear();
+                self.kill_all(
+                    &view,
+                    Some(pod),
+                    Duration::from_secs(
+                        spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64
+                    ),
+                )
+                .await;
+                let view = PodView::read(&self.ctx.runtime, &self.uid).await?;
+                self.write_status(pod, &view, true).await;
+                return Ok(Next::After(Duration::from_secs(1)));
+            }
+            wake = wake.min(Duration::from_secs(left as u64));
+        }
 
         // Volumes first: containers mount them.
         if !self.ctx.simulated
@@ -942,6 +973,7 @@ impl<R: Runtime> PodWorker<R> {
             runtime_name: &self.ctx.runtime_name,
             now: &now,
             terminating,
+            deadline_exceeded: self.deadline_exceeded,
         });
         if self.last_status.as_ref() == Some(&status) {
             return;

@@ -659,20 +659,41 @@ async fn images_are_pulled_from_a_registry_and_missing_ones_back_off() {
     .await;
     let image_id = container(&p, 0)["imageID"].as_str().unwrap().to_string();
     assert!(image_id.contains("sha256:"), "imageID {image_id}");
+    // A failed pull shows ErrImagePull, then ImagePullBackOff while the back-off runs;
+    // when it ends the pull is tried again (ErrImagePull) and backs off again. The first
+    // ErrImagePull may pass before this test looks (it waited for the other pod first), so
+    // the cycle is followed from the back-off on.
+    let reason = |want: &'static str| move |p: &Pod| waiting_reason(p, 0) == want;
     wait_pod(
         &pods,
         "missing",
-        "ErrImagePull",
+        "ImagePullBackOff",
         Duration::from_secs(30),
-        |p| waiting_reason(p, 0) == "ErrImagePull",
+        reason("ImagePullBackOff"),
     )
     .await;
     let p = wait_pod(
         &pods,
         "missing",
-        "ImagePullBackOff",
+        "ErrImagePull on the retry",
         Duration::from_secs(30),
-        |p| waiting_reason(p, 0) == "ImagePullBackOff",
+        reason("ErrImagePull"),
+    )
+    .await;
+    let message = container(&p, 0)["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        message.contains("127.0.0.1:5000/rkube/missing:1"),
+        "{message}"
+    );
+    let p = wait_pod(
+        &pods,
+        "missing",
+        "ImagePullBackOff again",
+        Duration::from_secs(30),
+        reason("ImagePullBackOff"),
     )
     .await;
     assert_eq!(status(&p)["phase"], "Pending");

@@ -22,15 +22,23 @@ async fn serves_health_readiness_and_per_controller_metrics() {
         cm.http_get("/readyz").await.map_err(|e| e.to_string())
     })
     .await;
-    let metrics = cm.http_get("/metrics").await.expect("metrics");
-    for controller in [
-        "replicaset-controller",
-        "deployment-controller",
-        "job-controller",
-    ] {
-        let depth = format!(r#"workqueue_depth{{name="{controller}"}}"#);
-        assert!(metrics.contains(&depth), "no {depth} in:\n{metrics}");
-    }
+    // Each controller registers its queue's metrics when it starts, which can be just
+    // after /readyz turns ok (a CI run under load saw an empty exposition).
+    eventually("per-controller workqueue metrics", WAIT, || async {
+        let metrics = cm.http_get("/metrics").await.map_err(|e| e.to_string())?;
+        for controller in [
+            "replicaset-controller",
+            "deployment-controller",
+            "job-controller",
+        ] {
+            let depth = format!(r#"workqueue_depth{{name="{controller}"}}"#);
+            if !metrics.contains(&depth) {
+                return Err(format!("no {depth} in:\n{metrics}"));
+            }
+        }
+        Ok(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -253,6 +253,7 @@ pub async fn run_node(
         runtime_name: version.runtime_name.clone(),
         simulated: false,
         sync_frequency: opts.sync_frequency,
+        max_pods: opts.max_pods as usize,
     });
     let (tx, rx) = mpsc::channel(256);
     tokio::spawn(watch_pods(client, opts.name.clone(), tx, shutdown.clone()));
@@ -314,6 +315,7 @@ pub async fn run_hollow(client: Client, opts: HollowOptions, shutdown: watch::Re
             runtime_name: "hollow".into(),
             simulated: true,
             sync_frequency: crate::pods::worker::VOLUME_REFRESH,
+            max_pods: opts.max_pods as usize,
         });
         let (tx, rx) = mpsc::channel(64);
         senders.insert(name.clone(), tx);

@@ -44,6 +44,8 @@ pub struct NodeContext<R> {
     pub simulated: bool,
     /// How often configMap, secret and projected volumes are rewritten from the API.
     pub sync_frequency: Duration,
+    /// The most pods that may run here at once (`--max-pods`); more are rejected.
+    pub max_pods: usize,
 }
 
 /// A pod event for one node.
@@ -84,6 +86,8 @@ pub async fn run<R: Runtime>(
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
     let mut synced = false;
     let mut listing: Option<HashSet<String>> = None;
+    // Pods admitted to run (not finished), for --max-pods.
+    let mut admitted: HashSet<String> = HashSet::new();
     let mut last_seen: HashMap<String, Vec<(String, i32)>> = HashMap::new();
     // The relist runs on its own, so a slow runtime never holds up pod events.
     let (relist_tx, mut relist_rx) = mpsc::channel::<Relist>(1);
@@ -96,14 +100,25 @@ pub async fn run<R: Runtime>(
                 let Some(event) = event else { return };
                 match event {
                     PodEvent::Apply(pod) => {
+                        let mut pod = *pod;
                         let uid = pod.metadata.uid.clone().unwrap_or_default();
                         if let Some(seen) = listing.as_mut() {
                             seen.insert(uid.clone());
                         }
+                        if finished(&pod) {
+                            admitted.remove(&uid);
+                        }
                         match workers.get(&uid) {
-                            Some(w) => { w.pod.send_replace(Some(*pod)); }
+                            Some(w) => { w.pod.send_replace(Some(pod)); }
                             None => {
-                                let h = spawn_worker(&ctx, &uid, Some(*pod), &done_tx, &shutdown);
+                                if !finished(&pod) && pod.metadata.deletion_timestamp.is_none() {
+                                    if admitted.len() >= ctx.max_pods {
+                                        reject(&ctx, &mut pod).await;
+                                    } else {
+                                        admitted.insert(uid.clone());
+                                    }
+                                }
+                                let h = spawn_worker(&ctx, &uid, Some(pod), &done_tx, &shutdown);
                                 workers.insert(uid, h);
                             }
                         }
@@ -129,6 +144,7 @@ pub async fn run<R: Runtime>(
             }
             Some(uid) = done_rx.recv() => {
                 workers.remove(&uid);
+                admitted.remove(&uid);
             }
             Some(seen) = relist_rx.recv() => {
                 for uid in &seen.uids {
@@ -148,6 +164,38 @@ pub async fn run<R: Runtime>(
             _ = shutdown.changed() => return,
         }
     }
+}
+
+fn finished(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+/// Refuses a pod the node has no room for, as upstream's admission does: the pod fails
+/// with reason OutOfpods, and its worker then only waits for its deletion.
+async fn reject<R: Runtime>(ctx: &NodeContext<R>, pod: &mut Pod) {
+    let message = format!(
+        "Pod was rejected: Node didn't have enough resource: pods, requested: 1, used: {}, capacity: {}",
+        ctx.max_pods, ctx.max_pods
+    );
+    let (ns, name) = (
+        pod.metadata.namespace.clone().unwrap_or_default(),
+        pod.metadata.name.clone().unwrap_or_default(),
+    );
+    tracing::info!(pod = %format!("{ns}/{name}"), "{message}");
+    let api: rkube_client::Api<Pod> = rkube_client::Api::namespaced(ctx.client.clone(), &ns);
+    let status = serde_json::json!({"status": {"phase": "Failed", "reason": "OutOfpods", "message": message}});
+    if let Err(e) = api
+        .patch_status(&name, &rkube_client::Patch::Merge(status))
+        .await
+    {
+        tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "writing the rejection failed");
+    }
+    let s = pod.status.get_or_insert_with(Default::default);
+    s.phase = Some("Failed".into());
+    s.reason = Some("OutOfpods".into());
 }
 
 fn spawn_worker<R: Runtime>(

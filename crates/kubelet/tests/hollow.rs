@@ -163,3 +163,71 @@ spec:
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_beyond_max_pods_are_rejected_as_out_of_pods() {
+    let cluster = Cluster::start(ClusterOptions {
+        nodes: 0,
+        scheduler: false,
+        controller_manager: false,
+        ..Default::default()
+    })
+    .await;
+    let _hollow = DaemonProcess::spawn(
+        &daemon_binary("rkube-kubelet"),
+        &cluster.kubeconfig,
+        &[
+            "--hollow-nodes",
+            "1",
+            "--hollow-node-prefix",
+            "small-",
+            "--max-pods",
+            "2",
+        ],
+    )
+    .await
+    .unwrap();
+    let nodes: Api<Node> = Api::all(cluster.client());
+    eventually("the hollow node", Duration::from_secs(30), || async {
+        match nodes.get_opt("small-0").await.map_err(|e| e.to_string())? {
+            Some(_) => Ok(()),
+            None => Err("not registered".to_string()),
+        }
+    })
+    .await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client(), "default");
+    for i in 0..3 {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("p{i}")},
+            "spec": {"nodeName": "small-0", "containers": [{"name": "c", "image": "rkube.local/busybox:1.0"}]}
+        }))
+        .unwrap();
+        pods.create(&pod).await.unwrap();
+        // One at a time, so which pod is the third is certain.
+        eventually("the pod handled", Duration::from_secs(30), || async {
+            let p = pods
+                .get(&format!("p{i}"))
+                .await
+                .map_err(|e| e.to_string())?;
+            match p.status.and_then(|s| s.phase) {
+                Some(phase) if phase != "Pending" => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+    }
+    let phase = |name: &str| {
+        let pods = pods.clone();
+        let name = name.to_string();
+        async move {
+            let s = pods.get(&name).await.unwrap().status.unwrap();
+            (s.phase.unwrap_or_default(), s.reason.unwrap_or_default())
+        }
+    };
+    assert_eq!(phase("p0").await.0, "Running");
+    assert_eq!(phase("p1").await.0, "Running");
+    assert_eq!(
+        phase("p2").await,
+        ("Failed".to_string(), "OutOfpods".to_string())
+    );
+}

@@ -147,11 +147,28 @@ impl<R: Runtime> PodWorker<R> {
                 Next::Done => return,
                 Next::After(d) => d,
             };
-            tokio::select! {
-                r = self.pod.changed() => if r.is_err() { return },
-                _ = self.poke.notified() => {}
-                _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.changed() => return,
+            let deadline = Instant::now() + wait;
+            loop {
+                tokio::select! {
+                    r = self.pod.changed() => {
+                        if r.is_err() {
+                            return;
+                        }
+                        // The kubelet's own status writes come back through the watch: only
+                        // a change the sync acts on wakes it (as upstream's pod config
+                        // source ignores status-only updates).
+                        let relevant = match (&*self.pod.borrow(), &self.last_pod) {
+                            (Some(new), Some(old)) => needs_sync(old, new),
+                            _ => true,
+                        };
+                        if relevant {
+                            break;
+                        }
+                    }
+                    _ = self.poke.notified() => break,
+                    _ = tokio::time::sleep_until(deadline) => break,
+                    _ = shutdown.changed() => return,
+                }
             }
         }
     }
@@ -991,6 +1008,27 @@ impl<R: Runtime> PodWorker<R> {
     }
 }
 
+/// Whether a new version of a pod asks for a sync: its spec, labels, annotations or
+/// deletion changed, or (for pods with readiness gates) its conditions did.
+fn needs_sync(old: &Pod, new: &Pod) -> bool {
+    let (o, n) = (&old.metadata, &new.metadata);
+    if o.deletion_timestamp != n.deletion_timestamp
+        || o.deletion_grace_period_seconds != n.deletion_grace_period_seconds
+        || o.labels != n.labels
+        || o.annotations != n.annotations
+        || old.spec != new.spec
+    {
+        return true;
+    }
+    let gated = new
+        .spec
+        .as_ref()
+        .is_some_and(|s| s.readiness_gates.as_ref().is_some_and(|g| !g.is_empty()));
+    let conditions = |p: &Pod| p.status.as_ref().and_then(|s| s.conditions.clone());
+    let phase = |p: &Pod| p.status.as_ref().and_then(|s| s.phase.clone());
+    (gated && conditions(old) != conditions(new)) || phase(old) != phase(new)
+}
+
 fn format_delay(d: Duration) -> String {
     let s = d.as_secs();
     if s >= 60 && s.is_multiple_of(60) {
@@ -1005,6 +1043,32 @@ fn format_delay(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_echoes_do_not_wake_the_worker() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "resourceVersion": "1"},
+            "spec": {"containers": [{"name": "c", "image": "i"}]},
+            "status": {"phase": "Pending"}
+        }))
+        .unwrap();
+        let mut echo = pod.clone();
+        echo.metadata.resource_version = Some("2".into());
+        echo.status.as_mut().unwrap().message = Some("Failed to create pod sandbox: x".into());
+        assert!(!needs_sync(&pod, &echo), "a status-only change");
+        let mut deleted = pod.clone();
+        deleted.metadata.deletion_grace_period_seconds = Some(30);
+        assert!(needs_sync(&pod, &deleted));
+        let mut image = pod.clone();
+        image.spec.as_mut().unwrap().containers[0].image = Some("j".into());
+        assert!(needs_sync(&pod, &image));
+        let mut finished = pod.clone();
+        finished.status.as_mut().unwrap().phase = Some("Failed".into());
+        assert!(
+            needs_sync(&pod, &finished),
+            "a phase set elsewhere (eviction) is acted on"
+        );
+    }
 
     #[test]
     fn delays_read_like_upstream() {

@@ -5,7 +5,10 @@
 //! - `memory`: resident memory idle with an empty store, and with 10,000 pods stored;
 //! - `scheduling`: the scheduler_perf scenarios through a real apiserver and scheduler;
 //! - `controllers`: a Deployment of 1,000 replicas created and rolled out through the real
-//!   daemons, and the controller manager's memory with 10,000 pods.
+//!   daemons, and the controller manager's memory with 10,000 pods;
+//! - `kubelet`: pod startup latency and the kubelet's memory on one real node (containerd);
+//! - `hollow`: one `rkube-kubelet --hollow-nodes N` process: registration time and memory
+//!   per node, and pods run on the hollow nodes.
 //!
 //! Build with `cargo build --release -p rkube-apiserver -p rkube-testing` and run
 //! `target/release/rkube-bench all` (see `docs/benchmarks.md`).
@@ -23,6 +26,8 @@ use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
 mod controllers;
+mod hollow;
+mod kubelet;
 mod scheduling;
 
 #[derive(Parser)]
@@ -78,7 +83,31 @@ enum What {
         #[arg(long, default_value_t = 10000)]
         memory_pods: usize,
     },
-    /// All of the above but scheduling and controllers.
+    /// Pod startup latency (create to Running seen by watch) and the kubelet's memory on
+    /// one real node: rkube's containerd (`scripts/containerd`, as root) and an
+    /// `rkube-kubelet` process; pods bound by `spec.nodeName`.
+    Kubelet {
+        /// Pods created one at a time, each waited for; also the samples the batches reach.
+        #[arg(long, default_value_t = 100)]
+        pods: usize,
+        /// Pods created at once in each batch.
+        #[arg(long, default_value_t = 30)]
+        batch: usize,
+    },
+    /// One `rkube-kubelet --hollow-nodes N` process: time until N Nodes are Ready, its
+    /// memory per node, and `pods` pods (one per node, by `spec.nodeName`) until Running.
+    Hollow {
+        /// Hollow nodes.
+        #[arg(long, default_value_t = 5000)]
+        nodes: usize,
+        /// Pods to run afterwards, one per node (0: none).
+        #[arg(long, default_value_t = 1000)]
+        pods: usize,
+        /// Seconds to wait for all nodes to be Ready.
+        #[arg(long, default_value_t = 600)]
+        register_timeout: u64,
+    },
+    /// All of the above but scheduling, controllers, kubelet and hollow.
     All,
 }
 
@@ -178,6 +207,11 @@ async fn gather(tasks: Vec<LatencyTask>) -> Result<(Vec<Duration>, f64)> {
 fn median_f64(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+/// The median of each column of `rows`.
+fn medians<const N: usize>(rows: &[[f64; N]]) -> [f64; N] {
+    std::array::from_fn(|c| median_f64(rows.iter().map(|r| r[c]).collect()))
 }
 
 async fn creates(binary: &Path, seconds: u64, runs: usize) -> Result<()> {
@@ -314,6 +348,46 @@ fn rss_kib(pid: u32) -> Result<u64> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .context("VmRSS")
+}
+
+/// CPU time a process has used so far (user and system), from `/proc/<pid>/stat`.
+fn cpu_time(pid: u32) -> Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(") ").context("/proc/pid/stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
+    let ticks: u64 = fields.get(11).context("utime")?.parse::<u64>()?
+        + fields.get(12).context("stime")?.parse::<u64>()?;
+    Ok(Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64))
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux).
+fn clock_ticks() -> u64 {
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100)
+    })
+}
+
+/// The share of one core that each of `pids` uses over `window` (100 % is one core busy).
+async fn cpu_share(pids: &[u32], window: Duration) -> Result<Vec<f64>> {
+    let before = pids
+        .iter()
+        .map(|p| cpu_time(*p))
+        .collect::<Result<Vec<_>>>()?;
+    let t = Instant::now();
+    tokio::time::sleep(window).await;
+    let elapsed = t.elapsed().as_secs_f64();
+    pids.iter()
+        .zip(before)
+        .map(|(p, b)| Ok((cpu_time(*p)? - b).as_secs_f64() / elapsed * 100.0))
+        .collect()
 }
 
 async fn memory(binary: &Path) -> Result<()> {
@@ -529,6 +603,26 @@ async fn main() -> Result<()> {
                 controller_manager: &controller_manager,
             };
             controllers::controllers(&binaries, nodes, replicas, memory_pods, args.runs).await?
+        }
+        What::Kubelet { pods, batch } => {
+            let kubelet = rkube_testing::sibling_binary("rkube-kubelet");
+            kubelet::kubelet(&binary, &kubelet, pods, batch, args.runs).await?
+        }
+        What::Hollow {
+            nodes,
+            pods,
+            register_timeout,
+        } => {
+            let kubelet = rkube_testing::sibling_binary("rkube-kubelet");
+            hollow::hollow(
+                &binary,
+                &kubelet,
+                nodes,
+                pods,
+                Duration::from_secs(register_timeout),
+                args.runs,
+            )
+            .await?
         }
         What::All => {
             memory(&binary).await?;

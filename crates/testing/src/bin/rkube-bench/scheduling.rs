@@ -82,7 +82,7 @@ fn resource(resource: &str, ns: &str) -> Option<ResourceRef> {
 
 /// Creates `n` objects with `CREATORS` concurrent clients; `make(i)` builds object `i`,
 /// `then(i)` optionally patches its status afterwards. Returns each object's create start.
-async fn create_all(
+pub(crate) async fn create_all(
     server: &ApiserverProcess,
     n: usize,
     kind: &'static str,

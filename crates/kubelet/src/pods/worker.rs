@@ -369,6 +369,14 @@ impl<R: Runtime> PodWorker<R> {
             sandbox.metadata.as_ref().map(|m| m.attempt).unwrap_or(0),
         );
 
+        // Where containers start: one sandbox, its config, the volumes, the runtime's view.
+        let at: StartAt<'_> = (
+            sandbox.id.as_str(),
+            &sandbox_config,
+            volumes.as_ref(),
+            &view,
+        );
+
         // Init containers, in order, each to completion in the current sandbox (a new
         // sandbox runs them again).
         let mut init_done = true;
@@ -401,23 +409,11 @@ impl<R: Runtime> PodWorker<R> {
                         wake = wake.min(d);
                         break;
                     }
-                    let at = (
-                        sandbox.id.as_str(),
-                        &sandbox_config,
-                        volumes.as_ref(),
-                        &view,
-                    );
                     self.start(pod, c, Kind::Init, next_attempt, at).await;
                     break;
                 }
                 None => {
                     init_done = false;
-                    let at = (
-                        sandbox.id.as_str(),
-                        &sandbox_config,
-                        volumes.as_ref(),
-                        &view,
-                    );
                     self.start(pod, c, Kind::Init, next_attempt, at).await;
                     break;
                 }
@@ -491,22 +487,10 @@ impl<R: Runtime> PodWorker<R> {
                             wake = wake.min(d);
                             continue;
                         }
-                        let at = (
-                            sandbox.id.as_str(),
-                            &sandbox_config,
-                            volumes.as_ref(),
-                            &view,
-                        );
                         self.start(pod, c, Kind::Regular, i.attempt + 1, at).await;
                         self.force_restart.remove(&i.id);
                     }
                     None => {
-                        let at = (
-                            sandbox.id.as_str(),
-                            &sandbox_config,
-                            volumes.as_ref(),
-                            &view,
-                        );
                         self.start(pod, c, Kind::Regular, 0, at).await;
                     }
                 }

@@ -435,42 +435,36 @@ async fn plan_volume(
             },
         });
     }
-    if let Some(source) = &volume.config_map {
-        let plugin = CONFIG_MAP_PLUGIN;
-        let mut payload = Payload::new();
-        let mode = source.default_mode.unwrap_or(DEFAULT_MODE);
-        let optional = source.optional.unwrap_or(false);
-        object_payload(
-            objects,
+    // ConfigMap and Secret volumes differ only in the object they read.
+    let keyed = match (&volume.config_map, &volume.secret) {
+        (Some(cm), _) => Some((
+            CONFIG_MAP_PLUGIN,
             KeySource::ConfigMap,
-            name,
-            &source.name,
-            source.items.as_deref(),
-            mode,
-            optional,
-            &mut payload,
-        )
-        .await
-        .map_err(|e| (plugin, e))?;
-        return Ok(Planned {
-            plugin,
-            plan: Plan::Files(payload),
-        });
-    }
-    if let Some(source) = &volume.secret {
-        let plugin = SECRET_PLUGIN;
+            cm.name.as_str(),
+            cm.items.as_deref(),
+            cm.default_mode,
+            cm.optional,
+        )),
+        (None, Some(secret)) => Some((
+            SECRET_PLUGIN,
+            KeySource::Secret,
+            secret.secret_name.as_deref().unwrap_or(""),
+            secret.items.as_deref(),
+            secret.default_mode,
+            secret.optional,
+        )),
+        (None, None) => None,
+    };
+    if let Some((plugin, source, object, items, mode, optional)) = keyed {
         let mut payload = Payload::new();
-        let mode = source.default_mode.unwrap_or(DEFAULT_MODE);
-        let optional = source.optional.unwrap_or(false);
-        let secret_name = source.secret_name.as_deref().unwrap_or("");
         object_payload(
             objects,
-            KeySource::Secret,
+            source,
             name,
-            secret_name,
-            source.items.as_deref(),
-            mode,
-            optional,
+            object,
+            items,
+            mode.unwrap_or(DEFAULT_MODE),
+            optional.unwrap_or(false),
             &mut payload,
         )
         .await

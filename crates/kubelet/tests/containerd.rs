@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
 use rkube_client::{Api, DeleteParams, Patch, PostParams};
 use rkube_kubelet::runtime::{Runtime, labels};
 use rkube_testing::{TestApiserver, eventually};
@@ -419,6 +419,51 @@ async fn a_web_pod_runs_serves_logs_execs_and_restarts() {
     server.shutdown().await;
 }
 
+/// The node's taints, conditions and podCIDR, and how many pods are in each phase and on
+/// which node, with the scheduler's last word: what a failing wait prints.
+async fn where_pods_stand(pods: &Api<Pod>, nodes: &Api<Node>, node: &str) -> String {
+    let node = match nodes.get(node).await {
+        Ok(n) => {
+            let n = serde_json::to_value(n).unwrap();
+            let conditions: Vec<String> = n["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| format!("{}={}", c["type"], c["status"]))
+                .collect();
+            format!(
+                "node podCIDR {}, taints {}, conditions {conditions:?}",
+                n["spec"]["podCIDR"], n["spec"]["taints"]
+            )
+        }
+        Err(e) => format!("node: {e}"),
+    };
+    let pods = match pods.list(&Default::default()).await {
+        Ok(list) => {
+            let mut seen = std::collections::BTreeMap::<String, usize>::new();
+            for p in &list.items {
+                let v = serde_json::to_value(p).unwrap();
+                let scheduled = v["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|c| c["type"] == "PodScheduled")
+                    .map(|c| format!("{} {}", c["reason"], c["message"]))
+                    .unwrap_or_default();
+                *seen
+                    .entry(format!(
+                        "{} on {} ({scheduled})",
+                        v["status"]["phase"], v["spec"]["nodeName"]
+                    ))
+                    .or_default() += 1;
+            }
+            format!("pods {seen:?}")
+        }
+        Err(e) => format!("pods: {e}"),
+    };
+    format!("{node}; {pods}")
+}
+
 fn waiting_reason(p: &Pod, i: usize) -> String {
     container(p, i)["state"]["waiting"]["reason"]
         .as_str()
@@ -716,6 +761,30 @@ async fn a_deployment_of_20_runs_20_containers_and_scaling_to_0_leaves_no_sandbo
     .await;
     // No --pod-cidr: the CNI configuration follows the podCIDR node IPAM assigns.
     let node = RealNode::start_with(&cluster.kubeconfig, "real-5", 5, None).await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client(), "default");
+    let nodes: Api<Node> = Api::all(cluster.client());
+    // The node turns Ready once the CNI configuration for its assigned podCIDR is loaded;
+    // the pods come after, so this test is about the kubelet, not about how fast the
+    // scheduler retries pods a not-ready taint turned away.
+    eventually(
+        "node real-5 Ready, untainted, with a podCIDR",
+        Duration::from_secs(60),
+        || async {
+            let n = serde_json::to_value(nodes.get("real-5").await.map_err(|e| e.to_string())?)
+                .unwrap();
+            let ready = n["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            if ready && n["spec"]["taints"].is_null() && n["spec"]["podCIDR"].is_string() {
+                Ok(())
+            } else {
+                Err(where_pods_stand(&pods, &nodes, "real-5").await)
+            }
+        },
+    )
+    .await;
     let out = cluster
         .kubectl
         .apply(
@@ -742,12 +811,15 @@ spec:
         || async {
             match node.containers().await {
                 (20, 20) => Ok(()),
-                seen => Err(format!("(running, all) = {seen:?}")),
+                seen => Err(format!(
+                    "containers (running, all) = {seen:?}, sandboxes {}; {}",
+                    node.sandboxes().await,
+                    where_pods_stand(&pods, &nodes, "real-5").await
+                )),
             }
         },
     )
     .await;
-    let pods: Api<Pod> = Api::namespaced(cluster.client(), "default");
     eventually(
         "20 running pods with IPs from the node's podCIDR",
         Duration::from_secs(30),

@@ -1,0 +1,313 @@
+//! `rkube up`, `status` and `down` on this machine, as root: rkube's own containerd and
+//! every daemon as a process, a Deployment of busybox httpd served from its pod IPs, a down
+//! that leaves nothing running or mounted and no sandbox in containerd, and an up that
+//! resumes the same cluster.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use rkube_kubelet::cri::CriRuntime;
+use rkube_kubelet::runtime::{Runtime, labels};
+use rkube_testing::eventually;
+use rkube_testing::kubectl::Kubectl;
+use serde_json::Value;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn require_root() {
+    assert!(
+        is_root(),
+        "rkube up runs containerd and a kubelet and needs root (scripts/test runs this as root)"
+    );
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("Uid:")
+                    .map(|v| v.split_whitespace().next() == Some("0"))
+            })
+        })
+        .unwrap_or(false)
+}
+
+/// The daemons beside the rkube binary must be current: `cargo test --workspace` builds
+/// them; `cargo test -p rkube` alone does not.
+fn require_daemons(bin_dir: &Path) {
+    for d in [
+        "rkube-apiserver",
+        "rkube-scheduler",
+        "rkube-controller-manager",
+        "rkube-kubelet",
+    ] {
+        assert!(
+            bin_dir.join(d).exists(),
+            "{} is missing: cargo build -p {d} first",
+            bin_dir.join(d).display()
+        );
+    }
+}
+
+struct Rkube {
+    data: PathBuf,
+    bin: PathBuf,
+    images: PathBuf,
+}
+
+impl Rkube {
+    async fn run(&self, args: &[&str]) -> Output {
+        let mut cmd = tokio::process::Command::new(&self.bin);
+        cmd.args(args).arg("--data-dir").arg(&self.data);
+        if args[0] == "up" {
+            cmd.args([
+                "--free-ports",
+                "--node-name",
+                "rkube-up-test",
+                "--pod-cidr",
+                "10.88.100.0/24",
+                "--cni-bridge",
+                "rkt100",
+                "--images-dir",
+            ])
+            .arg(&self.images);
+        }
+        cmd.output().await.expect("rkube runs")
+    }
+
+    async fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args).await;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "rkube {args:?} failed:\n{text}");
+        text
+    }
+}
+
+/// Processes whose command line mentions `dir` (daemons, containerd, its shims).
+fn processes_under(dir: &Path) -> Vec<String> {
+    let needle = dir.display().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+        })
+        .filter_map(|e| {
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            cmdline.contains(&needle).then_some(cmdline)
+        })
+        .collect()
+}
+
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let needle = dir.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&needle))
+        .map(str::to_string)
+        .collect()
+}
+
+/// rkube's sandboxes and containers in the stopped instance's store: containerd started
+/// alone on the instance's config, asked through CRI, and stopped again.
+async fn sandboxes_left(data: &Path) -> (usize, usize) {
+    let dir = data.join("containerd");
+    let mut containerd = tokio::process::Command::new("containerd")
+        .arg("--config")
+        .arg(dir.join("config.toml"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let runtime = CriRuntime::connect(&dir.join("containerd.sock").display().to_string()).unwrap();
+    let ours = |l: &std::collections::HashMap<String, String>| {
+        l.get(labels::MANAGED_BY).map(String::as_str) == Some(labels::MANAGER)
+    };
+    let found = eventually("containerd answers", Duration::from_secs(30), || async {
+        let sandboxes = runtime
+            .list_pod_sandboxes(None)
+            .await
+            .map_err(|e| e.to_string())?;
+        let containers = runtime
+            .list_containers(None)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>((
+            sandboxes.iter().filter(|s| ours(&s.labels)).count(),
+            containers.iter().filter(|c| ours(&c.labels)).count(),
+        ))
+    })
+    .await;
+    containerd.kill().await.unwrap();
+    found
+}
+
+const WEB: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: default}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 2
+      containers:
+      - name: httpd
+        image: rkube.local/busybox:1.0
+        command: [sh, -c, "echo hello from $(hostname) > /tmp/index.html && exec httpd -f -p 8080 -h /tmp"]
+        readinessProbe:
+          httpGet: {path: /index.html, port: 8080}
+          periodSeconds: 1
+"#;
+
+/// Waits until the web Deployment's 3 pods are Running and Ready and each answers on its
+/// pod IP (after a resume the API shows the old IPs until the kubelet has restarted the
+/// pods); returns the IPs.
+async fn serving_web_pods(kubectl: &Kubectl) -> Vec<String> {
+    eventually("3 web pods serving", Duration::from_secs(90), || async {
+        let pods = kubectl
+            .run(&["get", "pods", "-l", "app=web", "-o", "json"])
+            .await?;
+        let pods: Value = serde_json::from_str(&pods).map_err(|e| e.to_string())?;
+        let items = pods["items"].as_array().cloned().unwrap_or_default();
+        let ready: Vec<String> = items
+            .iter()
+            .filter(|p| {
+                p["status"]["phase"] == "Running"
+                    && p["status"]["conditions"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+            .map(|p| p["status"]["podIP"].as_str().unwrap_or("").to_string())
+            .collect();
+        if ready.len() != 3 || items.len() != 3 {
+            return Err(format!("{} of {} pods ready", ready.len(), items.len()));
+        }
+        for ip in &ready {
+            let body = http_get(ip).await.map_err(|e| format!("{ip}: {e}"))?;
+            if !body.contains("hello from web-") {
+                return Err(format!("{ip} answered {body:?}"));
+            }
+        }
+        Ok(ready)
+    })
+    .await
+}
+
+/// `GET /index.html` from `ip`:8080, within 3 s (a stale pod IP can take a minute to
+/// refuse).
+async fn http_get(ip: &str) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut s = tokio::net::TcpStream::connect((ip, 8080)).await?;
+        s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").await?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).await?;
+        Ok(body)
+    };
+    tokio::time::timeout(Duration::from_secs(3), exchange)
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_serves_a_deployment_down_leaves_nothing_and_up_resumes_it() {
+    require_root();
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_rkube"));
+    require_daemons(bin.parent().unwrap());
+    let images = repo_root().join("target/images");
+    let built = std::process::Command::new(repo_root().join("scripts/build-images"))
+        .env("RKUBE_IMAGES_DIR", &images)
+        .current_dir(repo_root())
+        .status()
+        .unwrap();
+    assert!(built.success(), "scripts/build-images failed");
+    // Short: containerd's socket path must fit in 108 bytes.
+    let tmp = tempfile::Builder::new()
+        .prefix("rku")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let data = tmp.path().join("d");
+    let rkube = Rkube {
+        data: data.clone(),
+        bin,
+        images,
+    };
+
+    let out = rkube.ok(&["up"]).await;
+    assert!(out.contains("rkube: cluster ready in"), "{out}");
+    assert!(out.contains("export KUBECONFIG="), "{out}");
+    let status = rkube.ok(&["status"]).await;
+    for d in [
+        "containerd",
+        "apiserver",
+        "scheduler",
+        "controller-manager",
+        "kubelet",
+    ] {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(d))
+            .unwrap_or_else(|| panic!("no {d} in:\n{status}"));
+        assert!(
+            line.contains("ready") || (d == "containerd" && line.contains("running")),
+            "{status}"
+        );
+    }
+
+    let kubectl = Kubectl::new(data.join("apiserver/kubeconfig"));
+    let node = kubectl.json(&["get", "node", "rkube-up-test"]).await;
+    assert_eq!(
+        node["status"]["nodeInfo"]["containerRuntimeVersion"]
+            .as_str()
+            .unwrap()
+            .split("://")
+            .next(),
+        Some("containerd")
+    );
+    let out = kubectl.apply(WEB).await;
+    assert!(out.contains("created"), "{out}");
+    let ips = serving_web_pods(&kubectl).await;
+    assert!(ips.iter().all(|ip| ip.starts_with("10.88.100.")), "{ips:?}");
+
+    let out = rkube.ok(&["down"]).await;
+    assert!(out.contains("removed 3 pod sandboxes"), "{out}");
+    assert_eq!(processes_under(&data), Vec::<String>::new());
+    assert_eq!(mounts_under(&data), Vec::<String>::new());
+    let status = rkube.run(&["status"]).await;
+    assert!(
+        !status.status.success(),
+        "status of a stopped cluster fails"
+    );
+    assert_eq!(sandboxes_left(&data).await, (0, 0));
+
+    // Up again: the same cluster, with its Deployment, serving again.
+    let out = rkube.ok(&["up"]).await;
+    assert!(out.contains("resuming the cluster"), "{out}");
+    let deploy = kubectl.json(&["get", "deployment", "web"]).await;
+    assert_eq!(deploy["spec"]["replicas"], 3);
+    serving_web_pods(&kubectl).await;
+
+    rkube.ok(&["down", "--purge"]).await;
+    assert!(!data.exists(), "--purge removes the data dir");
+    assert_eq!(processes_under(&data), Vec::<String>::new());
+    assert_eq!(mounts_under(&data), Vec::<String>::new());
+}

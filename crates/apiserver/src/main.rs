@@ -7,9 +7,13 @@ use anyhow::Context;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use clap::{Parser, ValueEnum};
+use rkube_apiserver::objects::default_tolerations;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// The default of both toleration flags (upstream's).
+const DEFAULT_TOLERATION_SECONDS: u32 = default_tolerations::DEFAULT_TOLERATION_SECONDS as u32;
 
 /// Log output formats.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -67,6 +71,18 @@ struct Args {
     /// CA whose client certificates are accepted; by default the cluster CA.
     #[arg(long, env = "RKUBE_CLIENT_CA_FILE")]
     client_ca_file: Option<PathBuf>,
+    /// Extra names (DNS names or IP addresses) of the generated serving certificate, e.g.
+    /// the apiserver's name on a container network; repeatable or comma-separated.
+    #[arg(long = "tls-san", env = "RKUBE_TLS_SAN", value_delimiter = ',')]
+    tls_sans: Vec<String>,
+    /// Seconds a new pod tolerates its node's `node.kubernetes.io/not-ready` NoExecute
+    /// taint, unless it says otherwise (the DefaultTolerationSeconds admission).
+    #[arg(long, env = "RKUBE_DEFAULT_NOT_READY_TOLERATION_SECONDS", default_value_t = DEFAULT_TOLERATION_SECONDS)]
+    default_not_ready_toleration_seconds: u32,
+    /// Seconds a new pod tolerates its node's `node.kubernetes.io/unreachable` NoExecute
+    /// taint, unless it says otherwise.
+    #[arg(long, env = "RKUBE_DEFAULT_UNREACHABLE_TOLERATION_SECONDS", default_value_t = DEFAULT_TOLERATION_SECONDS)]
+    default_unreachable_toleration_seconds: u32,
     /// Lists with at most this many objects are answered whole, ignoring `limit` (as the
     /// API allows); 0 always honours `limit`.
     #[arg(long, env = "RKUBE_UNPAGED_LIST_MAX", default_value_t = rkube_apiserver::objects::DEFAULT_UNPAGED_LIST_MAX)]
@@ -114,6 +130,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             cert_file: args.tls_cert_file.clone(),
             key_file: args.tls_private_key_file.clone(),
             client_ca_file: args.client_ca_file.clone(),
+            sans: args.tls_sans.clone(),
+        },
+        default_tolerations: default_tolerations::Seconds {
+            not_ready: args.default_not_ready_toleration_seconds.into(),
+            unreachable: args.default_unreachable_toleration_seconds.into(),
         },
         ..Default::default()
     };
@@ -152,5 +173,46 @@ fn main() {
     if let Err(e) = runtime.block_on(run(args)) {
         eprintln!("rkube-apiserver: {e:#}");
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_sans_repeat_and_split_on_commas() {
+        let args = Args::try_parse_from([
+            "rkube-apiserver",
+            "--tls-san=apiserver",
+            "--tls-san",
+            "10.0.0.1,rkube.example",
+        ])
+        .expect("parse");
+        assert_eq!(args.tls_sans, ["apiserver", "10.0.0.1", "rkube.example"]);
+        let none = Args::try_parse_from(["rkube-apiserver"]).expect("parse");
+        assert!(none.tls_sans.is_empty());
+    }
+
+    #[test]
+    fn toleration_seconds_default_to_upstreams_300_and_refuse_negatives() {
+        let args = Args::try_parse_from(["rkube-apiserver"]).expect("parse");
+        assert_eq!(args.default_not_ready_toleration_seconds, 300);
+        assert_eq!(args.default_unreachable_toleration_seconds, 300);
+        let args = Args::try_parse_from([
+            "rkube-apiserver",
+            "--default-not-ready-toleration-seconds=10",
+            "--default-unreachable-toleration-seconds=0",
+        ])
+        .expect("parse");
+        assert_eq!(args.default_not_ready_toleration_seconds, 10);
+        assert_eq!(args.default_unreachable_toleration_seconds, 0);
+        assert!(
+            Args::try_parse_from([
+                "rkube-apiserver",
+                "--default-unreachable-toleration-seconds=-1"
+            ])
+            .is_err()
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! delete, with admission (defaults, system fields, validation) on every write.
 
 mod admission;
-mod default_tolerations;
+pub mod default_tolerations;
 
 use crate::caches::Caches;
 use crate::defaults;
@@ -161,6 +161,7 @@ pub struct Objects {
     store: Arc<dyn Store>,
     caches: Arc<Caches>,
     unpaged_list_max: usize,
+    default_tolerations: default_tolerations::Seconds,
 }
 
 impl Objects {
@@ -170,7 +171,15 @@ impl Objects {
             store,
             caches,
             unpaged_list_max: DEFAULT_UNPAGED_LIST_MAX,
+            default_tolerations: Default::default(),
         }
+    }
+
+    /// New pods tolerate the not-ready and unreachable taints for `seconds` unless they say
+    /// otherwise.
+    pub fn with_default_tolerations(mut self, seconds: default_tolerations::Seconds) -> Self {
+        self.default_tolerations = seconds;
+        self
     }
 
     /// Lists of at most `max` objects are answered whole even when a `limit` asks for
@@ -352,7 +361,7 @@ impl Objects {
         if info.group.is_empty() && info.kind == "Pod" {
             obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(&obj)});
             self.admit_priority(&name, &mut obj).await?;
-            default_tolerations::admit(&mut obj);
+            default_tolerations::admit(&mut obj, self.default_tolerations);
         }
         let (mut obj, warnings) = prune_unknown(info, &name, obj, opts.field_validation)?;
         if obj["metadata"]["managedFields"].is_null() {

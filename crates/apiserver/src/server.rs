@@ -49,6 +49,9 @@ pub struct Options {
     pub tls: TlsOptions,
     /// Lists of at most this many objects ignore `limit` and come whole (0: always page).
     pub unpaged_list_max: usize,
+    /// Seconds new pods tolerate the not-ready and unreachable NoExecute taints unless they
+    /// say otherwise (DefaultTolerationSeconds admission).
+    pub default_tolerations: crate::objects::default_tolerations::Seconds,
 }
 
 impl Default for Options {
@@ -65,6 +68,7 @@ impl Default for Options {
             shutdown_grace: Duration::from_secs(10),
             tls: TlsOptions::default(),
             unpaged_list_max: crate::objects::DEFAULT_UNPAGED_LIST_MAX,
+            default_tolerations: Default::default(),
         }
     }
 }
@@ -208,7 +212,9 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
             options.compaction_retain,
         )),
     ];
-    let objects = Objects::new(store, caches).with_unpaged_list_max(options.unpaged_list_max);
+    let objects = Objects::new(store, caches)
+        .with_unpaged_list_max(options.unpaged_list_max)
+        .with_default_tolerations(options.default_tolerations);
     bootstrap(&objects).await?;
 
     let addr = SocketAddr::new(options.bind_address, options.port);

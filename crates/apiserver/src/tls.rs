@@ -4,8 +4,12 @@
 //! At first start, with no certificate flags, the apiserver makes a CA and signs a serving
 //! certificate (for localhost, 127.0.0.1, ::1, the bind address and the host name) and an
 //! admin client certificate (`CN=rkube-admin, O=system:masters`) with it, under
-//! `<data-dir>/pki/`; later starts reuse them. `--tls-cert-file`, `--tls-private-key-file`
-//! and `--client-ca-file` replace them with the operator's own.
+//! `<data-dir>/pki/`; later starts reuse them. `--tls-san` adds names and addresses to the
+//! serving certificate (e.g. the apiserver's name on a container network); when a later
+//! start asks for one the stored certificate was not made for, the serving certificate is
+//! signed again with the stored CA (clients trust the CA, so nothing else changes).
+//! `--tls-cert-file`, `--tls-private-key-file` and `--client-ca-file` replace them with the
+//! operator's own.
 
 use base64::Engine;
 use rcgen::{
@@ -55,6 +59,9 @@ pub struct TlsOptions {
     pub key_file: Option<PathBuf>,
     /// CA that signs accepted client certificates, instead of the generated CA.
     pub client_ca_file: Option<PathBuf>,
+    /// Extra subject alternative names of the generated serving certificate: IP addresses,
+    /// or DNS names.
+    pub sans: Vec<String>,
 }
 
 /// The PEM material the apiserver serves with, and what a client needs to trust it.
@@ -131,25 +138,40 @@ fn ca_params() -> Result<CertificateParams, TlsError> {
     Ok(params)
 }
 
-/// A freshly made CA, serving certificate and admin certificate.
-pub fn generate(bind: IpAddr) -> Result<TlsMaterial, TlsError> {
-    let ca_key = KeyPair::generate()?;
-    let ca_cert = ca_params()?.self_signed(&ca_key)?;
-    let issuer = Issuer::new(ca_params()?, &ca_key);
+/// The file beside the serving certificate that lists the extra names it was made for.
+const SANS_FILE: &str = "apiserver.sans";
 
+/// The serving certificate and key for `bind` and the extra names `sans`, signed by
+/// `issuer`: it covers localhost, 127.0.0.1, ::1, the bind address (unless unspecified),
+/// `rkube-apiserver`, the host name, and `sans` (IP addresses or DNS names).
+fn serving_cert(
+    bind: IpAddr,
+    sans: &[String],
+    issuer: &Issuer<'_, impl rcgen::SigningKey>,
+) -> Result<(String, String), TlsError> {
     let mut names = vec!["localhost".to_string(), "rkube-apiserver".to_string()];
     if let Ok(host) = std::fs::read_to_string("/etc/hostname") {
         let host = host.trim();
-        if !host.is_empty() {
+        if !host.is_empty() && !names.iter().any(|n| n == host) {
             names.push(host.to_string());
         }
     }
-    let mut server = CertificateParams::new(names)?;
-    for ip in ["127.0.0.1".parse::<IpAddr>(), "::1".parse::<IpAddr>()]
+    let mut ips: Vec<IpAddr> = ["127.0.0.1".parse::<IpAddr>(), "::1".parse::<IpAddr>()]
         .into_iter()
         .flatten()
         .chain([bind])
-    {
+        .collect();
+    for san in sans.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        match san.parse::<IpAddr>() {
+            Ok(ip) => ips.push(ip),
+            Err(_) if !names.iter().any(|n| n.eq_ignore_ascii_case(san)) => {
+                names.push(san.to_string())
+            }
+            Err(_) => {}
+        }
+    }
+    let mut server = CertificateParams::new(names)?;
+    for ip in ips {
         if !ip.is_unspecified() && !server.subject_alt_names.contains(&SanType::IpAddress(ip)) {
             server.subject_alt_names.push(SanType::IpAddress(ip));
         }
@@ -161,7 +183,17 @@ pub fn generate(bind: IpAddr) -> Result<TlsMaterial, TlsError> {
     server.not_before = rcgen::date_time_ymd(2025, 1, 1);
     server.not_after = rcgen::date_time_ymd(2035, 1, 1);
     let server_key = KeyPair::generate()?;
-    let server_cert = server.signed_by(&server_key, &issuer)?;
+    let server_cert = server.signed_by(&server_key, issuer)?;
+    Ok((server_cert.pem(), server_key.serialize_pem()))
+}
+
+/// A freshly made CA, serving certificate (with the extra names `sans`) and admin
+/// certificate.
+pub fn generate(bind: IpAddr, sans: &[String]) -> Result<TlsMaterial, TlsError> {
+    let ca_key = KeyPair::generate()?;
+    let ca_cert = ca_params()?.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca_params()?, &ca_key);
+    let (server_cert_pem, server_key_pem) = serving_cert(bind, sans, &issuer)?;
 
     let mut admin = CertificateParams::new(Vec::<String>::new())?;
     admin
@@ -178,8 +210,8 @@ pub fn generate(bind: IpAddr) -> Result<TlsMaterial, TlsError> {
 
     Ok(TlsMaterial {
         ca_pem: ca_cert.pem(),
-        server_cert_pem: server_cert.pem(),
-        server_key_pem: server_key.serialize_pem(),
+        server_cert_pem,
+        server_key_pem,
         client_ca_pem: ca_cert.pem(),
         admin_cert_pem: Some(admin_cert.pem()),
         admin_key_pem: Some(admin_key.serialize_pem()),
@@ -198,7 +230,7 @@ pub fn load_or_create(
         Some(dir) => {
             let pki = dir.join("pki");
             if pki.join("ca.crt").exists() {
-                TlsMaterial {
+                let mut material = TlsMaterial {
                     ca_pem: read(&pki.join("ca.crt"))?,
                     server_cert_pem: read(&pki.join("apiserver.crt"))?,
                     server_key_pem: read(&pki.join("apiserver.key"))?,
@@ -206,9 +238,11 @@ pub fn load_or_create(
                     admin_cert_pem: Some(read(&pki.join("admin.crt"))?),
                     admin_key_pem: Some(read(&pki.join("admin.key"))?),
                     ca_key_pem: read(&pki.join("ca.key")).ok(),
-                }
+                };
+                reissue_for_new_sans(&pki, bind, &options.sans, &mut material)?;
+                material
             } else {
-                let made = generate(bind)?;
+                let made = generate(bind, &options.sans)?;
                 std::fs::create_dir_all(&pki).map_err(|source| TlsError::Io {
                     path: pki.display().to_string(),
                     source,
@@ -222,13 +256,14 @@ pub fn load_or_create(
                     write(&pki.join("admin.crt"), c, false)?;
                     write(&pki.join("admin.key"), k, true)?;
                 }
+                write(&pki.join(SANS_FILE), &sans_record(&options.sans), false)?;
                 // Last: its presence says the set is complete.
                 write(&pki.join("ca.crt"), &made.ca_pem, false)?;
                 tracing::info!(dir = %pki.display(), "created cluster CA and certificates");
                 made
             }
         }
-        None => generate(bind)?,
+        None => generate(bind, &options.sans)?,
     };
     let mut material = own;
     if let (Some(cert), Some(key)) = (&options.cert_file, &options.key_file) {
@@ -243,6 +278,59 @@ pub fn load_or_create(
         material.client_ca_pem = format!("{}\n{}", material.client_ca_pem.trim_end(), read(ca)?);
     }
     Ok(material)
+}
+
+/// The record of extra names kept beside the serving certificate: one per line, sorted.
+fn sans_record(sans: &[String]) -> String {
+    let mut sans: Vec<&str> = sans
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .collect();
+    sans.sort_unstable();
+    sans.dedup();
+    sans.iter().map(|s| format!("{s}\n")).collect()
+}
+
+/// Signs the stored serving certificate again, with the stored CA, when `sans` names one
+/// that the certificate was not made for (a data dir made before `--tls-san` was given, or
+/// given other names); a certificate without a CA key beside it is left as it is.
+fn reissue_for_new_sans(
+    pki: &Path,
+    bind: IpAddr,
+    sans: &[String],
+    material: &mut TlsMaterial,
+) -> Result<(), TlsError> {
+    let recorded = std::fs::read_to_string(pki.join(SANS_FILE)).unwrap_or_default();
+    let covered = sans_record(sans)
+        .lines()
+        .all(|san| recorded.lines().any(|r| r == san));
+    if covered {
+        return Ok(());
+    }
+    let Some(ca_key_pem) = &material.ca_key_pem else {
+        tracing::warn!(
+            sans = ?sans,
+            "--tls-san names that the stored serving certificate lacks, and no CA key to sign a new one"
+        );
+        return Ok(());
+    };
+    let ca_key = KeyPair::from_pem(ca_key_pem)?;
+    let issuer = Issuer::new(ca_params()?, &ca_key);
+    // Every name asked for now or before, so an address once covered stays covered.
+    let all: Vec<String> = recorded
+        .lines()
+        .map(str::to_string)
+        .chain(sans.iter().cloned())
+        .collect();
+    let (cert, key) = serving_cert(bind, &all, &issuer)?;
+    write(&pki.join("apiserver.key"), &key, true)?;
+    write(&pki.join("apiserver.crt"), &cert, false)?;
+    write(&pki.join(SANS_FILE), &sans_record(&all), false)?;
+    tracing::info!(dir = %pki.display(), sans = ?all, "signed a new serving certificate for new --tls-san names");
+    material.server_cert_pem = cert;
+    material.server_key_pem = key;
+    Ok(())
 }
 
 fn certs(pem: &str, what: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -322,4 +410,85 @@ pub fn kubeconfig(material: &TlsMaterial, server: &str) -> String {
 /// Writes the admin kubeconfig to `path` (mode 0600).
 pub fn write_kubeconfig(path: &Path, material: &TlsMaterial, server: &str) -> Result<(), TlsError> {
     write(path, &kubeconfig(material, server), true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls::pki_types::{ServerName, UnixTime};
+
+    /// Whether a client trusting `material`'s CA accepts its serving certificate for `name`.
+    fn accepted_for(material: &TlsMaterial, name: &str) -> bool {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in certs(&material.ca_pem, "ca").expect("ca") {
+            roots.add(cert).expect("root");
+        }
+        let verifier =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .expect("verifier");
+        let chain = certs(&material.server_cert_pem, "serving").expect("serving");
+        let server_name = ServerName::try_from(name.to_string()).expect("server name");
+        verifier
+            .verify_server_cert(&chain[0], &chain[1..], &server_name, &[], UnixTime::now())
+            .is_ok()
+    }
+
+    #[test]
+    fn the_serving_certificate_covers_the_defaults_and_every_tls_san() {
+        let sans = [
+            "apiserver".to_string(),
+            "10.1.2.3".to_string(),
+            " ".to_string(),
+        ];
+        let material = generate("0.0.0.0".parse().expect("ip"), &sans).expect("generate");
+        for name in [
+            "localhost",
+            "rkube-apiserver",
+            "127.0.0.1",
+            "apiserver",
+            "10.1.2.3",
+        ] {
+            assert!(accepted_for(&material, name), "{name} should be covered");
+        }
+        for name in ["other", "10.1.2.4"] {
+            assert!(
+                !accepted_for(&material, name),
+                "{name} should not be covered"
+            );
+        }
+    }
+
+    #[test]
+    fn a_new_tls_san_on_a_later_start_reissues_only_the_serving_certificate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bind: IpAddr = "127.0.0.1".parse().expect("ip");
+        let first = load_or_create(Some(dir.path()), bind, &TlsOptions::default()).expect("first");
+        assert!(!accepted_for(&first, "apiserver"));
+
+        let options = TlsOptions {
+            sans: vec!["apiserver".into(), "10.9.9.9".into()],
+            ..TlsOptions::default()
+        };
+        let second = load_or_create(Some(dir.path()), bind, &options).expect("second");
+        assert_eq!(second.ca_pem, first.ca_pem, "the CA stays");
+        assert_eq!(
+            second.admin_cert_pem, first.admin_cert_pem,
+            "the admin cert stays"
+        );
+        assert_ne!(second.server_cert_pem, first.server_cert_pem);
+        assert!(accepted_for(&second, "apiserver") && accepted_for(&second, "10.9.9.9"));
+
+        // The same names again, or fewer: the stored certificate is reused as it is.
+        let third = load_or_create(Some(dir.path()), bind, &options).expect("third");
+        assert_eq!(third.server_cert_pem, second.server_cert_pem);
+        let fewer = TlsOptions {
+            sans: vec!["10.9.9.9".into()],
+            ..TlsOptions::default()
+        };
+        let fourth = load_or_create(Some(dir.path()), bind, &fewer).expect("fourth");
+        assert_eq!(fourth.server_cert_pem, second.server_cert_pem);
+    }
 }

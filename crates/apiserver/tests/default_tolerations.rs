@@ -113,3 +113,35 @@ async fn new_pods_tolerate_node_failures_for_five_minutes_unless_they_say_otherw
     assert_eq!(tolerations(&patched), tolerations(&plain));
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_default_seconds_follow_the_apiserver_options() {
+    let options = rkube_testing::Options {
+        default_tolerations: rkube_apiserver::objects::default_tolerations::Seconds {
+            not_ready: 10,
+            unreachable: 20,
+        },
+        ..Default::default()
+    };
+    let server = TestApiserver::start_with(options, false).await;
+    let pods: Api<Pod> = Api::namespaced(server.client(), "default");
+    let created = pods
+        .create(&pod("short", json!(null)))
+        .await
+        .expect("create");
+    assert_eq!(
+        tolerations(&created),
+        [
+            (
+                "node.kubernetes.io/not-ready".to_string(),
+                "NoExecute".to_string(),
+                Some(10)
+            ),
+            (
+                "node.kubernetes.io/unreachable".to_string(),
+                "NoExecute".to_string(),
+                Some(20)
+            )
+        ]
+    );
+}

@@ -1,7 +1,9 @@
 //! The DefaultTolerationSeconds admission plugin (upstream's
 //! `plugin/pkg/admission/defaulttolerationseconds`): every new pod tolerates the
 //! `node.kubernetes.io/not-ready` and `node.kubernetes.io/unreachable` `NoExecute` taints
-//! for 300 seconds, unless it already tolerates them.
+//! for 300 seconds, unless it already tolerates them. The apiserver's
+//! `--default-not-ready-toleration-seconds` and `--default-unreachable-toleration-seconds`
+//! change the two durations ([`Seconds`]).
 //!
 //! So when a node fails, its pods stay bound for five minutes (the node may come back) and
 //! then the node lifecycle controller evicts them and their controllers replace them
@@ -21,6 +23,24 @@ pub const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 /// and `--default-unreachable-toleration-seconds`).
 pub const DEFAULT_TOLERATION_SECONDS: i64 = 300;
 
+/// How long the default tolerations last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seconds {
+    /// For the not-ready taint.
+    pub not_ready: i64,
+    /// For the unreachable taint.
+    pub unreachable: i64,
+}
+
+impl Default for Seconds {
+    fn default() -> Self {
+        Seconds {
+            not_ready: DEFAULT_TOLERATION_SECONDS,
+            unreachable: DEFAULT_TOLERATION_SECONDS,
+        }
+    }
+}
+
 /// Whether `toleration` covers the `NoExecute` taint `key`, as upstream decides it.
 fn covers(toleration: &Value, key: &str) -> bool {
     let field = |name: &str| toleration.get(name).and_then(Value::as_str).unwrap_or("");
@@ -29,9 +49,9 @@ fn covers(toleration: &Value, key: &str) -> bool {
     (tkey == key || tkey.is_empty()) && (effect == "NoExecute" || effect.is_empty())
 }
 
-/// Adds the default not-ready and unreachable tolerations to the pod `pod` (JSON) where it
-/// has none for them.
-pub fn admit(pod: &mut Value) {
+/// Adds the default not-ready and unreachable tolerations, lasting `seconds`, to the pod
+/// `pod` (JSON) where it has none for them.
+pub fn admit(pod: &mut Value, seconds: Seconds) {
     let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
         return;
     };
@@ -43,13 +63,16 @@ pub fn admit(pod: &mut Value) {
         // Not a list: validation refuses the pod.
         return;
     };
-    for key in [NOT_READY, UNREACHABLE] {
+    for (key, seconds) in [
+        (NOT_READY, seconds.not_ready),
+        (UNREACHABLE, seconds.unreachable),
+    ] {
         if !list.iter().any(|t| covers(t, key)) {
             list.push(json!({
                 "key": key,
                 "operator": "Exists",
                 "effect": "NoExecute",
-                "tolerationSeconds": DEFAULT_TOLERATION_SECONDS,
+                "tolerationSeconds": seconds,
             }));
         }
     }
@@ -76,7 +99,7 @@ mod tests {
     #[test]
     fn pods_without_tolerations_get_both_defaults() {
         let mut pod = json!({"spec": {"containers": [{"name": "c"}]}});
-        admit(&mut pod);
+        admit(&mut pod, Seconds::default());
         assert_eq!(
             tolerations(&pod),
             [
@@ -87,7 +110,7 @@ mod tests {
         assert_eq!(pod["spec"]["tolerations"][0]["operator"], "Exists");
         assert_eq!(pod["spec"]["tolerations"][1]["effect"], "NoExecute");
         let mut null = json!({"spec": {"tolerations": null}});
-        admit(&mut null);
+        admit(&mut null, Seconds::default());
         assert_eq!(tolerations(&null).len(), 2);
     }
 
@@ -97,7 +120,7 @@ mod tests {
             {"key": UNREACHABLE, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 2},
             {"key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoSchedule"},
         ]}});
-        admit(&mut pod);
+        admit(&mut pod, Seconds::default());
         assert_eq!(
             tolerations(&pod),
             [
@@ -108,11 +131,11 @@ mod tests {
         );
         // An empty key or effect tolerates everything it names.
         let mut everything = json!({"spec": {"tolerations": [{"operator": "Exists"}]}});
-        admit(&mut everything);
+        admit(&mut everything, Seconds::default());
         assert_eq!(tolerations(&everything).len(), 1);
         let mut any_effect =
             json!({"spec": {"tolerations": [{"key": NOT_READY, "operator": "Exists"}]}});
-        admit(&mut any_effect);
+        admit(&mut any_effect, Seconds::default());
         assert_eq!(
             tolerations(&any_effect),
             [
@@ -124,7 +147,44 @@ mod tests {
         let mut no_schedule = json!({"spec": {"tolerations": [
             {"key": NOT_READY, "operator": "Exists", "effect": "NoSchedule"},
         ]}});
-        admit(&mut no_schedule);
+        admit(&mut no_schedule, Seconds::default());
         assert_eq!(tolerations(&no_schedule).len(), 3);
+    }
+
+    #[test]
+    fn admit_uses_the_given_seconds_for_each_taint() {
+        let mut pod = json!({"spec": {"containers": [{"name": "c"}]}});
+        admit(
+            &mut pod,
+            Seconds {
+                not_ready: 10,
+                unreachable: 20,
+            },
+        );
+        assert_eq!(
+            tolerations(&pod),
+            [
+                (NOT_READY.to_string(), Some(10)),
+                (UNREACHABLE.to_string(), Some(20))
+            ]
+        );
+        // A pod's own toleration still wins over the configured default.
+        let mut own = json!({"spec": {"tolerations": [
+            {"key": NOT_READY, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 600},
+        ]}});
+        admit(
+            &mut own,
+            Seconds {
+                not_ready: 10,
+                unreachable: 20,
+            },
+        );
+        assert_eq!(
+            tolerations(&own),
+            [
+                (NOT_READY.to_string(), Some(600)),
+                (UNREACHABLE.to_string(), Some(20))
+            ]
+        );
     }
 }

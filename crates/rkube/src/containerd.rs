@@ -195,11 +195,15 @@ pub async fn remove_pods(socket: &Path) -> anyhow::Result<usize> {
         r.context("stopping a container")?;
     }
     let sandboxes = runtime.list_pod_sandboxes(None).await?;
-    let mut removed = 0;
-    for s in sandboxes.iter().filter(|s| ours(&s.labels)) {
+    // All at once, as the containers: one at a time took 0.25 s a sandbox (CNI DEL).
+    let removals = sandboxes.iter().filter(|s| ours(&s.labels)).map(|s| async {
         runtime.stop_pod_sandbox(&s.id).await?;
-        runtime.remove_pod_sandbox(&s.id).await?;
-        removed += 1;
+        runtime.remove_pod_sandbox(&s.id).await
+    });
+    let results = join_all(removals).await;
+    let removed = results.len();
+    for r in results {
+        r.context("removing a pod sandbox")?;
     }
     Ok(removed)
 }

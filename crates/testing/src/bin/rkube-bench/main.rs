@@ -8,7 +8,9 @@
 //!   daemons, and the controller manager's memory with 10,000 pods;
 //! - `kubelet`: pod startup latency and the kubelet's memory on one real node (containerd);
 //! - `hollow`: one `rkube-kubelet --hollow-nodes N` process: registration time and memory
-//!   per node, and pods run on the hollow nodes.
+//!   per node, and pods run on the hollow nodes;
+//! - `up`: the launcher, `rkube up`, as root: time to a Ready node on a fresh data dir and
+//!   on resume, and each daemon's memory idle and with 100 pods.
 //!
 //! Build with `cargo build --release -p rkube-apiserver -p rkube-testing` and run
 //! `target/release/rkube-bench all` (see `docs/benchmarks.md`).
@@ -29,6 +31,7 @@ mod controllers;
 mod hollow;
 mod kubelet;
 mod scheduling;
+mod up;
 
 #[derive(Parser)]
 #[command(about = "Benchmarks of rkube-apiserver")]
@@ -107,7 +110,20 @@ enum What {
         #[arg(long, default_value_t = 600)]
         register_timeout: u64,
     },
-    /// All of the above but scheduling, controllers, kubelet and hollow.
+    /// The launcher (the release `rkube` beside this binary, as root): `rkube up` to a
+    /// Ready node on a fresh data dir and on resume, and the memory of each daemon and of
+    /// containerd idle and with `pods` pods running.
+    Up {
+        /// Runs, each a first start and a resume (this subcommand's own; the top-level
+        /// `--runs` does not apply).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Pods of the Deployment when memory is read with a workload (at most 110, the
+        /// kubelet's --max-pods).
+        #[arg(long, default_value_t = 100)]
+        pods: usize,
+    },
+    /// All of the above but scheduling, controllers, kubelet, hollow and up.
     All,
 }
 
@@ -623,6 +639,9 @@ async fn main() -> Result<()> {
                 args.runs,
             )
             .await?
+        }
+        What::Up { runs, pods } => {
+            up::up(&rkube_testing::sibling_binary("rkube"), runs, pods).await?
         }
         What::All => {
             memory(&binary).await?;

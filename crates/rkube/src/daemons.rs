@@ -175,7 +175,16 @@ pub async fn http_ready(addr: SocketAddr) -> Result<(), String> {
     }
 }
 
-/// How many of `names` (or of the nodes starting with `prefix`) are Ready, of how many.
+/// The taints the node lifecycle controller keeps on a node that is not Ready.
+const NODE_LIFECYCLE_TAINTS: [&str; 2] = [
+    "node.kubernetes.io/not-ready",
+    "node.kubernetes.io/unreachable",
+];
+
+/// How many of the nodes whose names start with `prefix` are Ready and schedulable, of how
+/// many. Schedulable: the node lifecycle controller has lifted the `not-ready` (or
+/// `unreachable`) taint it puts on a node before its first Ready, so pods created as soon as
+/// `rkube up` returns find a node that takes them.
 pub async fn ready_nodes(client: &Client, prefix: &str) -> Result<(usize, usize), String> {
     let nodes = Api::<Node>::all(client.clone())
         .list(&Default::default())
@@ -195,6 +204,13 @@ pub async fn ready_nodes(client: &Client, prefix: &str) -> Result<(usize, usize)
                 .into_iter()
                 .flatten()
                 .any(|c| c.type_ == "Ready" && c.status == "True")
+                && !n
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.taints.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .any(|t| NODE_LIFECYCLE_TAINTS.contains(&t.key.as_str()))
         })
         .count();
     Ok((ready, ours.len()))

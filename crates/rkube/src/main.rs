@@ -326,7 +326,10 @@ async fn wait_nodes(layout: &Layout, settings: &Settings) -> anyhow::Result<()> 
         if settings.real_node {
             match daemons::ready_nodes(&client, &settings.node_name).await {
                 Ok((1, 1)) => {}
-                Ok(_) => waiting.push(format!("node {} is not Ready", settings.node_name)),
+                Ok(_) => waiting.push(format!(
+                    "node {} is not Ready and untainted",
+                    settings.node_name
+                )),
                 Err(e) => waiting.push(e),
             }
         }
@@ -334,7 +337,7 @@ async fn wait_nodes(layout: &Layout, settings: &Settings) -> anyhow::Result<()> 
             match daemons::ready_nodes(&client, "hollow-").await {
                 Ok((ready, _)) if ready >= settings.hollow_nodes as usize => {}
                 Ok((ready, _)) => waiting.push(format!(
-                    "{ready} of {} hollow nodes Ready",
+                    "{ready} of {} hollow nodes Ready and untainted",
                     settings.hollow_nodes
                 )),
                 Err(e) => waiting.push(e),

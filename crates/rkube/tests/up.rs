@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use rkube_kubelet::cri::CriRuntime;
 use rkube_kubelet::runtime::{Runtime, labels};
-use rkube_testing::eventually;
 use rkube_testing::kubectl::Kubectl;
+use rkube_testing::{eventually, try_eventually};
 use serde_json::Value;
 
 fn repo_root() -> PathBuf {
@@ -179,8 +179,8 @@ spec:
 /// Waits until the web Deployment's 3 pods are Running and Ready and each answers on its
 /// pod IP (after a resume the API shows the old IPs until the kubelet has restarted the
 /// pods); returns the IPs.
-async fn serving_web_pods(kubectl: &Kubectl) -> Vec<String> {
-    eventually("3 web pods serving", Duration::from_secs(90), || async {
+async fn serving_web_pods(kubectl: &Kubectl, data: &Path) -> Vec<String> {
+    let serving = try_eventually("3 web pods serving", Duration::from_secs(90), || async {
         let pods = kubectl
             .run(&["get", "pods", "-l", "app=web", "-o", "json"])
             .await?;
@@ -209,7 +209,50 @@ async fn serving_web_pods(kubectl: &Kubectl) -> Vec<String> {
         }
         Ok(ready)
     })
-    .await
+    .await;
+    match serving {
+        Ok(ips) => ips,
+        Err(e) => panic!("{e}\n{}", where_things_stand(kubectl, data).await),
+    }
+}
+
+/// What a failed wait should show: the node's conditions and taints, each pod's phase,
+/// node, conditions and container states, the events, and the end of every daemon's log.
+async fn where_things_stand(kubectl: &Kubectl, data: &Path) -> String {
+    let mut out = String::new();
+    for args in [
+        &[
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} taints={.spec.taints} conditions={.status.conditions}{\"\\n\"}{end}",
+        ][..],
+        &["get", "pods", "-A", "-o", "wide"],
+        &[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} node={.spec.nodeName} conditions={.status.conditions} containers={.status.containerStatuses}{\"\\n\"}{end}",
+        ],
+        &["get", "events", "-A", "--sort-by=.lastTimestamp"],
+    ] {
+        let shown = kubectl.run(args).await.unwrap_or_else(|e| e);
+        out.push_str(&format!("--- kubectl {}\n{shown}\n", args.join(" ")));
+    }
+    let logs = data.join("logs");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&logs)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+        out.push_str(&format!("--- last 40 lines of {}\n{tail}\n", f.display()));
+    }
+    out
 }
 
 /// `GET /index.html` from `ip`:8080, within 3 s (a stale pod IP can take a minute to
@@ -285,7 +328,7 @@ async fn up_serves_a_deployment_down_leaves_nothing_and_up_resumes_it() {
     );
     let out = kubectl.apply(WEB).await;
     assert!(out.contains("created"), "{out}");
-    let ips = serving_web_pods(&kubectl).await;
+    let ips = serving_web_pods(&kubectl, &data).await;
     assert!(ips.iter().all(|ip| ip.starts_with("10.88.100.")), "{ips:?}");
 
     let out = rkube.ok(&["down"]).await;
@@ -304,7 +347,7 @@ async fn up_serves_a_deployment_down_leaves_nothing_and_up_resumes_it() {
     assert!(out.contains("resuming the cluster"), "{out}");
     let deploy = kubectl.json(&["get", "deployment", "web"]).await;
     assert_eq!(deploy["spec"]["replicas"], 3);
-    serving_web_pods(&kubectl).await;
+    serving_web_pods(&kubectl, &data).await;
 
     rkube.ok(&["down", "--purge"]).await;
     assert!(!data.exists(), "--purge removes the data dir");

@@ -8,8 +8,9 @@
 //! that ask for it (`fake.rkube.io/complete: "true"` → Succeeded;
 //! `fake.rkube.io/fail-first: "N"` → the first N pods of the same controller end Failed,
 //! later ones Succeeded), and finishes graceful deletions with a grace-0 delete, as a
-//! kubelet confirms that containers stopped. [`FakeNodes::stop_node`] makes one node's
-//! fake kubelet "die": its Lease goes stale and its pods are left as they are.
+//! kubelet confirms that containers stopped. Writes that fail on the way (an apiserver
+//! restarting) are retried for a while. [`FakeNodes::stop_node`] makes one node's fake
+//! kubelet "die": its Lease goes stale and its pods are left as they are.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -22,6 +23,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use rkube_client::watcher::{self, Event};
 use rkube_client::{Api, Client, DeleteParams, Patch, WatchStreamExt};
+use rkube_types::Reason;
 use serde_json::json;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
@@ -32,6 +34,8 @@ pub const COMPLETE: &str = "fake.rkube.io/complete";
 pub const FAIL_FIRST: &str = "fake.rkube.io/fail-first";
 /// How often the fake kubelets renew their Leases.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How long a fake kubelet retries a pod write that failed on the way.
+const RETRY_FOR: Duration = Duration::from_secs(30);
 
 #[derive(Default)]
 struct Shared {
@@ -261,7 +265,7 @@ async fn run_pods(client: Client, shared: Arc<Shared>) {
             };
             if let Err(e) = result {
                 tracing::warn!(pod = ?pod.metadata.name, error = %e, "fake kubelet failed");
-                // Let the next event of this pod try again.
+                // Let the next event of this pod (if one comes) try again.
                 let uid = pod.metadata.uid.clone().unwrap_or_default();
                 lock(&shared.started).remove(&uid);
                 lock(&shared.finalized).remove(&uid);
@@ -271,6 +275,42 @@ async fn run_pods(client: Client, shared: Arc<Shared>) {
     }
 }
 
+/// Sends `write` again, backing off, while it fails on the way (the apiserver restarting or
+/// overloaded), for up to [`RETRY_FOR`]; a kubelet's pod workers retry the same way. Waiting
+/// for the pod's next event instead would wait forever when the watch resumes where it left
+/// off and nothing else changes the pod.
+async fn retrying<T, F, Fut>(mut write: F) -> rkube_client::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = rkube_client::Result<T>>,
+{
+    let deadline = tokio::time::Instant::now() + RETRY_FOR;
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match write().await {
+            Err(e) if transient(&e) && tokio::time::Instant::now() + delay < deadline => {
+                tracing::debug!(error = %e, "fake kubelet write failed, retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Whether a failed write may succeed if sent again.
+fn transient(e: &rkube_client::Error) -> bool {
+    matches!(
+        e.reason(),
+        Some(
+            Reason::ServiceUnavailable
+                | Reason::Timeout
+                | Reason::TooManyRequests
+                | Reason::InternalError
+        )
+    )
+}
+
 async fn finalize(client: &Client, pod: &Pod) -> anyhow::Result<()> {
     let api: Api<Pod> = Api::namespaced(
         client.clone(),
@@ -278,7 +318,7 @@ async fn finalize(client: &Client, pod: &Pod) -> anyhow::Result<()> {
     );
     let name = pod.metadata.name.as_deref().unwrap_or_default();
     let params = DeleteParams::immediate().uid(pod.metadata.uid.as_deref().unwrap_or_default());
-    match api.delete(name, &params).await {
+    match retrying(|| api.delete(name, &params)).await {
         Ok(_) => Ok(()),
         Err(e) if e.is_not_found() || e.is_conflict() => Ok(()),
         Err(e) => Err(e.into()),
@@ -329,7 +369,8 @@ async fn start_pod(client: &Client, shared: &Shared, pod: &Pod) -> anyhow::Resul
         ],
         "containerStatuses": container_statuses(pod, json!({"running": {"startedAt": t}}), true),
     }});
-    api.patch_status(name, &Patch::Merge(running)).await?;
+    let running = Patch::Merge(running);
+    retrying(|| api.patch_status(name, &running)).await?;
 
     let annotations = pod.metadata.annotations.clone().unwrap_or_default();
     let fail_first: Option<u32> = annotations.get(FAIL_FIRST).and_then(|v| v.parse().ok());
@@ -376,6 +417,7 @@ async fn start_pod(client: &Client, shared: &Shared, pod: &Pod) -> anyhow::Resul
         ],
         "containerStatuses": container_statuses(pod, terminated, false),
     }});
-    api.patch_status(name, &Patch::Merge(done)).await?;
+    let done = Patch::Merge(done);
+    retrying(|| api.patch_status(name, &done)).await?;
     Ok(())
 }

@@ -121,10 +121,23 @@ impl ApiserverProcess {
     /// Starts `binary` on `data_dir`, on a free port, with `extra` flags; returns once it
     /// listens.
     pub async fn spawn(binary: &Path, data_dir: &Path, extra: &[&str]) -> anyhow::Result<Self> {
+        Self::spawn_on_port(binary, data_dir, 0, extra).await
+    }
+
+    /// Starts `binary` on `data_dir` listening on `port` (0: a free one), with `extra`
+    /// flags; returns once it listens. Restarting on the port and data dir of a stopped
+    /// apiserver brings back the same endpoint, CA and kubeconfig, so clients and daemons
+    /// of the old process can reconnect without being told anything.
+    pub async fn spawn_on_port(
+        binary: &Path,
+        data_dir: &Path,
+        port: u16,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let mut child = tokio::process::Command::new(binary)
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--port", "0", "--log-level", "warn"])
+            .args(["--port", &port.to_string(), "--log-level", "warn"])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -418,7 +431,24 @@ pub fn metric_value(exposition: &str, name: &str) -> Option<f64> {
 
 /// Polls `check` until it returns `Some`, or fails after `timeout` saying what was awaited
 /// and what `check` last saw (via `describe`).
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    match try_eventually(what, timeout, check).await {
+        Ok(value) => value,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// [`eventually`] that returns the timeout as an error (saying what was awaited and what
+/// `check` last saw) instead of panicking, so the caller can add what it knows.
+pub async fn try_eventually<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    mut check: F,
+) -> Result<T, String>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, String>>,
@@ -426,11 +456,13 @@ where
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let last = match check().await {
-            Ok(value) => return value,
+            Ok(value) => return Ok(value),
             Err(seen) => seen,
         };
         if tokio::time::Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for {what}; last seen: {last}");
+            return Err(format!(
+                "timed out after {timeout:?} waiting for {what}; last seen: {last}"
+            ));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -294,6 +294,36 @@ pub fn unmount_under(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Deletes the node's pod bridge once no interface is attached to it (all sandboxes gone),
+/// so a stopped node leaves no interface, address or route behind; the CNI bridge plugin
+/// makes it again for the next pod. Returns whether it was deleted: not when it does not
+/// exist or something else is still attached to it.
+pub fn remove_bridge(name: &str) -> anyhow::Result<bool> {
+    if name.is_empty() || name.contains('/') || name.starts_with('.') {
+        return Ok(false);
+    }
+    let dev = Path::new("/sys/class/net").join(name);
+    let ports = match std::fs::read_dir(dev.join("brif")) {
+        Ok(ports) => ports.count(),
+        // Not there, or not a bridge: not ours to delete.
+        Err(_) => return Ok(false),
+    };
+    if ports > 0 {
+        return Ok(false);
+    }
+    let out = std::process::Command::new("ip")
+        .args(["link", "del", name])
+        .output()
+        .context("running ip")?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "deleting the bridge {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -449,6 +449,9 @@ async fn down(data_dir: &Path, purge: bool) -> anyhow::Result<bool> {
             containerd::stop(&layout).await?;
             let _ = std::fs::remove_file(layout.pid_file("containerd"));
             println!("rkube: containerd stopped");
+            if containerd::remove_bridge(&settings.cni_bridge)? {
+                println!("rkube: bridge {} removed", settings.cni_bridge);
+            }
         }
     }
     containerd::unmount_under(&layout.root)?;

@@ -331,8 +331,17 @@ async fn up_serves_a_deployment_down_leaves_nothing_and_up_resumes_it() {
     let ips = serving_web_pods(&kubectl, &data).await;
     assert!(ips.iter().all(|ip| ip.starts_with("10.88.100.")), "{ips:?}");
 
+    assert!(
+        Path::new("/sys/class/net/rkt100").exists(),
+        "the pods' bridge"
+    );
     let out = rkube.ok(&["down"]).await;
     assert!(out.contains("removed 3 pod sandboxes"), "{out}");
+    assert!(out.contains("bridge rkt100 removed"), "{out}");
+    assert!(
+        !Path::new("/sys/class/net/rkt100").exists(),
+        "down leaves the bridge"
+    );
     assert_eq!(processes_under(&data), Vec::<String>::new());
     assert_eq!(mounts_under(&data), Vec::<String>::new());
     let status = rkube.run(&["status"]).await;
@@ -351,6 +360,10 @@ async fn up_serves_a_deployment_down_leaves_nothing_and_up_resumes_it() {
 
     rkube.ok(&["down", "--purge"]).await;
     assert!(!data.exists(), "--purge removes the data dir");
+    assert!(
+        !Path::new("/sys/class/net/rkt100").exists(),
+        "down leaves the bridge"
+    );
     assert_eq!(processes_under(&data), Vec::<String>::new());
     assert_eq!(mounts_under(&data), Vec::<String>::new());
 }

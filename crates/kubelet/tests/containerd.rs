@@ -9,7 +9,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
 use rkube_client::{Api, DeleteParams, Patch, PostParams};
 use rkube_kubelet::runtime::{Runtime, labels};
-use rkube_testing::{TestApiserver, eventually};
+use rkube_testing::{TestApiserver, eventually, try_eventually, where_pods_stand};
 use serde_json::{Value, json};
 use support::RealNode;
 
@@ -419,51 +419,6 @@ async fn a_web_pod_runs_serves_logs_execs_and_restarts() {
     server.shutdown().await;
 }
 
-/// The node's taints, conditions and podCIDR, and how many pods are in each phase and on
-/// which node, with the scheduler's last word: what a failing wait prints.
-async fn where_pods_stand(pods: &Api<Pod>, nodes: &Api<Node>, node: &str) -> String {
-    let node = match nodes.get(node).await {
-        Ok(n) => {
-            let n = serde_json::to_value(n).unwrap();
-            let conditions: Vec<String> = n["status"]["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|c| format!("{}={}", c["type"], c["status"]))
-                .collect();
-            format!(
-                "node podCIDR {}, taints {}, conditions {conditions:?}",
-                n["spec"]["podCIDR"], n["spec"]["taints"]
-            )
-        }
-        Err(e) => format!("node: {e}"),
-    };
-    let pods = match pods.list(&Default::default()).await {
-        Ok(list) => {
-            let mut seen = std::collections::BTreeMap::<String, usize>::new();
-            for p in &list.items {
-                let v = serde_json::to_value(p).unwrap();
-                let scheduled = v["status"]["conditions"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .find(|c| c["type"] == "PodScheduled")
-                    .map(|c| format!("{} {}", c["reason"], c["message"]))
-                    .unwrap_or_default();
-                *seen
-                    .entry(format!(
-                        "{} on {} ({scheduled})",
-                        v["status"]["phase"], v["spec"]["nodeName"]
-                    ))
-                    .or_default() += 1;
-            }
-            format!("pods {seen:?}")
-        }
-        Err(e) => format!("pods: {e}"),
-    };
-    format!("{node}; {pods}")
-}
-
 fn waiting_reason(p: &Pod, i: usize) -> String {
     container(p, i)["state"]["waiting"]["reason"]
         .as_str()
@@ -766,7 +721,7 @@ async fn a_deployment_of_20_runs_20_containers_and_scaling_to_0_leaves_no_sandbo
     // The node turns Ready once the CNI configuration for its assigned podCIDR is loaded;
     // the pods come after, so this test is about the kubelet, not about how fast the
     // scheduler retries pods a not-ready taint turned away.
-    eventually(
+    let node_ready = try_eventually(
         "node real-5 Ready, untainted, with a podCIDR",
         Duration::from_secs(60),
         || async {
@@ -780,11 +735,20 @@ async fn a_deployment_of_20_runs_20_containers_and_scaling_to_0_leaves_no_sandbo
             if ready && n["spec"]["taints"].is_null() && n["spec"]["podCIDR"].is_string() {
                 Ok(())
             } else {
-                Err(where_pods_stand(&pods, &nodes, "real-5").await)
+                Err(format!(
+                    "ready {ready}, taints {}, podCIDR {}",
+                    n["spec"]["taints"], n["spec"]["podCIDR"]
+                ))
             }
         },
     )
     .await;
+    if let Err(e) = node_ready {
+        panic!(
+            "{e}\n{}",
+            where_pods_stand(&cluster.client(), "default", "real-5").await
+        );
+    }
     let out = cluster
         .kubectl
         .apply(
@@ -805,21 +769,26 @@ spec:
         )
         .await;
     assert!(out.contains("created"), "{out}");
-    eventually(
+    let running = try_eventually(
         "20 running containers",
         Duration::from_secs(120),
         || async {
             match node.containers().await {
                 (20, 20) => Ok(()),
                 seen => Err(format!(
-                    "containers (running, all) = {seen:?}, sandboxes {}; {}",
-                    node.sandboxes().await,
-                    where_pods_stand(&pods, &nodes, "real-5").await
+                    "containers (running, all) = {seen:?}, sandboxes {}",
+                    node.sandboxes().await
                 )),
             }
         },
     )
     .await;
+    if let Err(e) = running {
+        panic!(
+            "{e}\n{}",
+            where_pods_stand(&cluster.client(), "default", "real-5").await
+        );
+    }
     eventually(
         "20 running pods with IPs from the node's podCIDR",
         Duration::from_secs(30),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use rkube_kubelet::cri::CriRuntime;
 use rkube_kubelet::runtime::{Runtime, labels};
 use rkube_testing::kubectl::Kubectl;
-use rkube_testing::{eventually, try_eventually};
+use rkube_testing::{eventually, try_eventually, where_pods_stand};
 use serde_json::Value;
 
 fn repo_root() -> PathBuf {
@@ -67,7 +67,7 @@ impl Rkube {
             cmd.args([
                 "--free-ports",
                 "--node-name",
-                "rkube-up-test",
+                NODE,
                 "--pod-cidr",
                 "10.88.100.0/24",
                 "--cni-bridge",
@@ -88,6 +88,21 @@ impl Rkube {
         );
         assert!(out.status.success(), "rkube {args:?} failed:\n{text}");
         text
+    }
+}
+
+/// Stops the cluster when the test ends, failed or not, before its temp dir goes: a failed
+/// test must not leave containerd, the daemons and their containers running.
+struct DownOnDrop<'a>(&'a Rkube);
+
+impl Drop for DownOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.0.data.exists() {
+            let _ = std::process::Command::new(&self.0.bin)
+                .args(["down", "--purge", "--data-dir"])
+                .arg(&self.0.data)
+                .output();
+        }
     }
 }
 
@@ -156,6 +171,9 @@ async fn sandboxes_left(data: &Path) -> (usize, usize) {
     found
 }
 
+/// The node's name.
+const NODE: &str = "rkube-up-test";
+
 const WEB: &str = r#"
 apiVersion: apps/v1
 kind: Deployment
@@ -212,35 +230,22 @@ async fn serving_web_pods(kubectl: &Kubectl, data: &Path) -> Vec<String> {
     .await;
     match serving {
         Ok(ips) => ips,
-        Err(e) => panic!("{e}\n{}", where_things_stand(kubectl, data).await),
+        Err(e) => panic!("{e}\n{}", where_things_stand(data).await),
     }
 }
 
-/// What a failed wait should show: the node's conditions and taints, each pod's phase,
-/// node, conditions and container states, the events, and the end of every daemon's log.
-async fn where_things_stand(kubectl: &Kubectl, data: &Path) -> String {
-    let mut out = String::new();
-    for args in [
-        &[
-            "get",
-            "nodes",
-            "-o",
-            "jsonpath={range .items[*]}{.metadata.name} taints={.spec.taints} conditions={.status.conditions}{\"\\n\"}{end}",
-        ][..],
-        &["get", "pods", "-A", "-o", "wide"],
-        &[
-            "get",
-            "pods",
-            "-l",
-            "app=web",
-            "-o",
-            "jsonpath={range .items[*]}{.metadata.name} node={.spec.nodeName} conditions={.status.conditions} containers={.status.containerStatuses}{\"\\n\"}{end}",
-        ],
-        &["get", "events", "-A", "--sort-by=.lastTimestamp"],
-    ] {
-        let shown = kubectl.run(args).await.unwrap_or_else(|e| e);
-        out.push_str(&format!("--- kubectl {}\n{shown}\n", args.join(" ")));
-    }
+/// What a failed wait should show: where the pods stand (the node, each pod, the events)
+/// and the end of every daemon's log.
+async fn where_things_stand(data: &Path) -> String {
+    let config = rkube_client::ClientConfig::from_kubeconfig(&data.join("apiserver/kubeconfig"));
+    let client = match config {
+        Ok(config) => rkube_client::Client::connect_with(&config).await,
+        Err(e) => Err(e),
+    };
+    let mut out = match client {
+        Ok(client) => where_pods_stand(&client, "default", NODE).await,
+        Err(e) => format!("no client: {e}\n"),
+    };
     let logs = data.join("logs");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&logs)
         .map(|d| d.flatten().map(|e| e.path()).collect())
@@ -294,6 +299,7 @@ async fn up_serves_a_deployment_down_leaves_nothing_and_up_resumes_it() {
         bin,
         images,
     };
+    let _down = DownOnDrop(&rkube);
 
     let out = rkube.ok(&["up"]).await;
     assert!(out.contains("rkube: cluster ready in"), "{out}");
@@ -317,7 +323,7 @@ async fn up_serves_a_deployment_down_leaves_nothing_and_up_resumes_it() {
     }
 
     let kubectl = Kubectl::new(data.join("apiserver/kubeconfig"));
-    let node = kubectl.json(&["get", "node", "rkube-up-test"]).await;
+    let node = kubectl.json(&["get", "node", NODE]).await;
     assert_eq!(
         node["status"]["nodeInfo"]["containerRuntimeVersion"]
             .as_str()

@@ -429,8 +429,8 @@ pub fn metric_value(exposition: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
-/// Polls `check` until it returns `Some`, or fails after `timeout` saying what was awaited
-/// and what `check` last saw (via `describe`).
+/// Polls `check` until it returns `Ok`, or fails after `timeout` saying what was awaited
+/// and what `check` last saw (its last `Err`).
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, check: F) -> T
 where
     F: FnMut() -> Fut,
@@ -466,4 +466,95 @@ where
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Where the pods of `namespace` stand, for a failed wait on a real node to print: `node`'s
+/// podCIDR, taints and conditions; each pod's phase, node, the scheduler's last word and its
+/// containers' states; and the namespace's latest events.
+pub async fn where_pods_stand(
+    client: &rkube_client::Client,
+    namespace: &str,
+    node: &str,
+) -> String {
+    use k8s_openapi::api::core::v1::{Event, Node, Pod};
+    use rkube_client::Api;
+    use serde_json::Value;
+
+    let mut out = String::new();
+    match Api::<Node>::all(client.clone()).get(node).await {
+        Ok(n) => {
+            let n = serde_json::to_value(n).unwrap_or_default();
+            let conditions: Vec<String> = n["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| format!("{}={}", c["type"], c["status"]))
+                .collect();
+            out.push_str(&format!(
+                "node {node}: podCIDR {}, taints {}, conditions {conditions:?}\n",
+                n["spec"]["podCIDR"], n["spec"]["taints"]
+            ));
+        }
+        Err(e) => out.push_str(&format!("node {node}: {e}\n")),
+    }
+    match Api::<Pod>::namespaced(client.clone(), namespace)
+        .list(&Default::default())
+        .await
+    {
+        Ok(list) => {
+            for p in &list.items {
+                let v = serde_json::to_value(p).unwrap_or_default();
+                let scheduled = v["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|c| c["type"] == "PodScheduled")
+                    .map(|c| format!("{} {} {}", c["status"], c["reason"], c["message"]))
+                    .unwrap_or_default();
+                let containers: Vec<String> = v["status"]["containerStatuses"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|c| format!("{}: ready={} {}", c["name"], c["ready"], c["state"]))
+                    .collect();
+                out.push_str(&format!(
+                    "pod {}: {} on {} (scheduled: {scheduled}) {containers:?}\n",
+                    v["metadata"]["name"], v["status"]["phase"], v["spec"]["nodeName"]
+                ));
+            }
+        }
+        Err(e) => out.push_str(&format!("pods: {e}\n")),
+    }
+    match Api::<Event>::namespaced(client.clone(), namespace)
+        .list(&Default::default())
+        .await
+    {
+        Ok(list) => {
+            let mut events: Vec<Value> = list
+                .items
+                .iter()
+                .map(|e| serde_json::to_value(e).unwrap_or_default())
+                .collect();
+            let time = |e: &Value| {
+                e["lastTimestamp"]
+                    .as_str()
+                    .or(e["eventTime"].as_str())
+                    .unwrap_or("")
+                    .to_string()
+            };
+            events.sort_by_key(time);
+            for e in &events[events.len().saturating_sub(20)..] {
+                out.push_str(&format!(
+                    "event {} {} {}/{}: {}\n",
+                    time(e),
+                    e["reason"],
+                    e["involvedObject"]["kind"],
+                    e["involvedObject"]["name"],
+                    e["message"]
+                ));
+            }
+        }
+        Err(e) => out.push_str(&format!("events: {e}\n")),
+    }
+    out
 }

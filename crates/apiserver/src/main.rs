@@ -7,7 +7,7 @@ use anyhow::Context;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use clap::{Parser, ValueEnum};
-use rkube_apiserver::objects::default_tolerations;
+use rkube_apiserver::objects::{default_tolerations, services};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -90,6 +90,17 @@ struct Args {
     /// Revisions of change log each compaction keeps.
     #[arg(long, env = "RKUBE_COMPACTION_RETAIN", default_value_t = 10_000)]
     compaction_retain: u64,
+    /// The IPv4 range Services' cluster IPs come from (between /12 and /29); the first
+    /// address is the `kubernetes` Service's.
+    #[arg(long, env = "RKUBE_SERVICE_CLUSTER_IP_RANGE", default_value = services::DEFAULT_SERVICE_CIDR, value_parser = services::ServiceCidr::parse)]
+    service_cluster_ip_range: services::ServiceCidr,
+    /// The ports NodePort Services get their node ports from, `first-last`.
+    #[arg(long, env = "RKUBE_SERVICE_NODE_PORT_RANGE", default_value = "30000-32767", value_parser = services::parse_port_range)]
+    service_node_port_range: std::ops::RangeInclusive<u16>,
+    /// The address the `kubernetes` Service's endpoints point at (default: --bind-address
+    /// unless it is unspecified, else the source address of the default route).
+    #[arg(long, env = "RKUBE_ADVERTISE_ADDRESS")]
+    advertise_address: Option<IpAddr>,
 }
 
 fn init_logging(args: &Args) -> anyhow::Result<()> {
@@ -136,6 +147,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             not_ready: args.default_not_ready_toleration_seconds.into(),
             unreachable: args.default_unreachable_toleration_seconds.into(),
         },
+        service_cidr: args.service_cluster_ip_range,
+        node_ports: args.service_node_port_range.clone(),
+        advertise_address: args.advertise_address,
         ..Default::default()
     };
     let mut running = rkube_apiserver::start(options).await?;

@@ -4,6 +4,7 @@
 
 mod admission;
 pub mod default_tolerations;
+pub mod services;
 
 use crate::caches::Caches;
 use crate::defaults;
@@ -162,6 +163,7 @@ pub struct Objects {
     caches: Arc<Caches>,
     unpaged_list_max: usize,
     default_tolerations: default_tolerations::Seconds,
+    services: Arc<services::ServiceAllocator>,
 }
 
 impl Objects {
@@ -172,7 +174,19 @@ impl Objects {
             caches,
             unpaged_list_max: DEFAULT_UNPAGED_LIST_MAX,
             default_tolerations: Default::default(),
+            services: Default::default(),
         }
+    }
+
+    /// Services get their cluster IPs and node ports from `allocator`.
+    pub fn with_service_allocator(mut self, allocator: Arc<services::ServiceAllocator>) -> Self {
+        self.services = allocator;
+        self
+    }
+
+    /// The ClusterIP and NodePort allocation tables.
+    pub fn services(&self) -> &Arc<services::ServiceAllocator> {
+        &self.services
     }
 
     /// New pods tolerate the not-ready and unreachable taints for `seconds` unless they say
@@ -368,25 +382,39 @@ impl Objects {
             crate::ssa::record_update(info, &json!({}), &mut obj, manager(opts), "", &now(0));
         }
         validate(info, &name, &obj)?;
-        check_size(&obj)?;
         if info.namespaced {
             self.check_namespace(info, &ns, &name).await?;
         }
+        let reservation = match is_service(info) {
+            true => Some(
+                self.services
+                    .admit(None, &mut obj)
+                    .map_err(|r| r.into_api_error(&name))?,
+            ),
+            false => None,
+        };
+        check_size(&obj)?;
         if opts.dry_run {
+            // Dropping the reservation gives back what the dry run took.
             return Ok(Written {
                 object: encode(&obj),
                 warnings,
             });
         }
         let key = info.storage_key(&ns, &name);
-        self.store
+        let created = self
+            .store
             .create(&key, with_revision(obj))
             .await
             .map(|rec| Written {
                 object: rec.value,
                 warnings,
             })
-            .map_err(|e| errors::from_store(info, &name, e))
+            .map_err(|e| errors::from_store(info, &name, e))?;
+        if let Some(r) = reservation {
+            r.commit();
+        }
+        Ok(created)
     }
 
     /// Replaces the object (or its status) with `body`.
@@ -749,7 +777,12 @@ impl Objects {
                     return Ok(rec.value);
                 }
                 match self.store.delete(&key, Some(rec.mod_revision)).await {
-                    Ok(gone) => return Ok(gone.value),
+                    Ok(gone) => {
+                        if is_service(info) {
+                            self.services.release(&old);
+                        }
+                        return Ok(gone.value);
+                    }
                     Err(StoreError::Conflict { .. }) => continue,
                     Err(e) => return Err(errors::from_store(info, name, e)),
                 }
@@ -862,6 +895,14 @@ impl Objects {
                 .map_err(|e| ApiError::internal(format!("stored object is corrupt: {e}")))?;
             let new = mutate(&old)?;
             let (mut new, warnings) = prune_unknown(info, name, new, opts.field_validation)?;
+            let reservation = match is_service(info) && part == Part::Main {
+                true => Some(
+                    self.services
+                        .admit(Some(&old), &mut new)
+                        .map_err(|r| r.into_api_error(name))?,
+                ),
+                false => None,
+            };
             if !is_apply {
                 let sub = if part == Part::Status { "status" } else { "" };
                 crate::ssa::record_update(info, &old, &mut new, manager(opts), sub, &now(0));
@@ -889,10 +930,16 @@ impl Objects {
                     .as_i64()
                     .is_none_or(|g| g == 0);
             let result = if finished {
-                self.store
+                let gone = self
+                    .store
                     .delete(&key, Some(rec.mod_revision))
                     .await
-                    .map(|_| encode(&new))
+                    .map(|_| encode(&new));
+                if gone.is_ok() && is_service(info) {
+                    self.services.release(&old);
+                    self.services.release(&new);
+                }
+                gone
             } else {
                 self.store
                     .update(&key, Some(rec.mod_revision), with_revision(new))
@@ -900,7 +947,12 @@ impl Objects {
                     .map(|r| r.value)
             };
             match result {
-                Ok(object) => return Ok(Written { object, warnings }),
+                Ok(object) => {
+                    if let Some(r) = reservation {
+                        r.commit();
+                    }
+                    return Ok(Written { object, warnings });
+                }
                 Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,
                 Err(e) => return Err(errors::from_store(info, name, e)),
             }
@@ -1028,4 +1080,9 @@ impl Objects {
         }
         Ok(())
     }
+}
+
+/// Whether `info` is core/v1 Services, whose writes allocate cluster IPs and node ports.
+fn is_service(info: &ResourceInfo) -> bool {
+    info.group.is_empty() && info.kind == "Service"
 }

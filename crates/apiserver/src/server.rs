@@ -4,6 +4,7 @@
 use crate::caches::Caches;
 use crate::grpc::GrpcService;
 use crate::metrics::Metrics;
+use crate::objects::services::{ServiceAllocator, ServiceCidr};
 use crate::objects::{Objects, WriteOptions};
 use crate::tls::{self, TlsMaterial, TlsOptions};
 use axum::Router;
@@ -52,6 +53,12 @@ pub struct Options {
     /// Seconds new pods tolerate the not-ready and unreachable NoExecute taints unless they
     /// say otherwise (DefaultTolerationSeconds admission).
     pub default_tolerations: crate::objects::default_tolerations::Seconds,
+    /// The range Services' cluster IPs come from.
+    pub service_cidr: ServiceCidr,
+    /// The range of node ports.
+    pub node_ports: std::ops::RangeInclusive<u16>,
+    /// The address the `kubernetes` Service's endpoints name (see [`advertise_address`]).
+    pub advertise_address: Option<IpAddr>,
 }
 
 impl Default for Options {
@@ -69,6 +76,10 @@ impl Default for Options {
             tls: TlsOptions::default(),
             unpaged_list_max: crate::objects::DEFAULT_UNPAGED_LIST_MAX,
             default_tolerations: Default::default(),
+            service_cidr: ServiceCidr::parse(crate::objects::services::DEFAULT_SERVICE_CIDR)
+                .expect("the default service CIDR parses"),
+            node_ports: crate::objects::services::DEFAULT_NODE_PORT_RANGE,
+            advertise_address: None,
         }
     }
 }
@@ -212,9 +223,17 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
             options.compaction_retain,
         )),
     ];
+    let allocator = Arc::new(ServiceAllocator::new(
+        options.service_cidr,
+        options.node_ports.clone(),
+    ));
+    repair_service_allocations(store.as_ref(), &allocator)
+        .await
+        .map_err(store_err)?;
     let objects = Objects::new(store, caches)
         .with_unpaged_list_max(options.unpaged_list_max)
-        .with_default_tolerations(options.default_tolerations);
+        .with_default_tolerations(options.default_tolerations)
+        .with_service_allocator(allocator);
     bootstrap(&objects).await?;
 
     let addr = SocketAddr::new(options.bind_address, options.port);
@@ -224,6 +243,10 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
     let addr = listener
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
+    let advertise = advertise_address(options.advertise_address, options.bind_address).await;
+    if let Err(e) = publish_kubernetes_service(&objects, advertise, addr.port()).await {
+        tracing::warn!(error = %e, "cannot publish the kubernetes service");
+    }
     let material = tls::load_or_create(
         options.data_dir.as_deref(),
         options.bind_address,
@@ -423,6 +446,164 @@ async fn bootstrap(objects: &Objects) -> Result<(), StartError> {
         create_if_absent(objects, "scheduling.k8s.io", "priorityclasses", name, &body).await?;
     }
     Ok(())
+}
+
+/// Rebuilds the ClusterIP and NodePort tables from the stored Services: nothing allocated
+/// is lost or leaked across a crash, since the tables are made from what was acknowledged.
+async fn repair_service_allocations(
+    store: &dyn Store,
+    allocator: &ServiceAllocator,
+) -> Result<(), rkube_store::Error> {
+    let Some(info) = registry::lookup("", "v1", "services") else {
+        return Ok(());
+    };
+    let (records, _) = store.list(&info.storage_prefix()).await?;
+    let services: Vec<serde_json::Value> = records
+        .iter()
+        .filter_map(|r| serde_json::from_slice(&r.value).ok())
+        .collect();
+    let report = allocator.repair(&services);
+    for problem in &report.problems {
+        tracing::warn!(problem = %problem, "service allocation repair");
+    }
+    tracing::info!(
+        services = services.len(),
+        cluster_ips = report.ips,
+        node_ports = report.ports,
+        range = %allocator.cidr(),
+        "service allocations rebuilt"
+    );
+    Ok(())
+}
+
+/// The address the `kubernetes` Service's endpoints name: the flag, else the bind address
+/// unless unspecified, else the source address of the default route (as upstream picks
+/// it), else loopback.
+pub async fn advertise_address(flag: Option<IpAddr>, bind: IpAddr) -> IpAddr {
+    if let Some(ip) = flag {
+        return ip;
+    }
+    if !bind.is_unspecified() {
+        return bind;
+    }
+    let out = tokio::process::Command::new("ip")
+        .args(["-4", "route", "get", "1.1.1.1"])
+        .output()
+        .await;
+    out.ok()
+        .and_then(|o| {
+            let text = String::from_utf8_lossy(&o.stdout).to_string();
+            let mut words = text.split_whitespace();
+            words.find(|w| *w == "src")?;
+            words.next()?.parse().ok()
+        })
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+/// The `kubernetes` Service in `default` at the first address of the service range, port
+/// 443 to the apiserver's `port`, with an Endpoints and an EndpointSlice naming `address`
+/// (rewritten at every start, as upstream's endpoint reconciler does).
+async fn publish_kubernetes_service(
+    objects: &Objects,
+    address: IpAddr,
+    port: u16,
+) -> Result<(), rkube_types::ApiError> {
+    use serde_json::json;
+    let lookup = |group: &str, version: &str, resource: &str| {
+        registry::lookup(group, version, resource).ok_or_else(|| {
+            rkube_types::ApiError::internal(format!("{resource} missing from the registry"))
+        })
+    };
+    let opts = WriteOptions {
+        field_manager: "rkube-apiserver".into(),
+        ..Default::default()
+    };
+    let first = objects.services().cidr().first().to_string();
+    let ports = json!([{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]);
+    let service = json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+                     "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "spec": {"type": "ClusterIP", "clusterIP": first, "ports": ports, "sessionAffinity": "None"},
+    });
+    let services = lookup("", "v1", "services")?;
+    match objects.get(services, "default", "kubernetes").await {
+        Err(e) if e.reason == Reason::NotFound => {
+            let body = serde_json::to_vec(&service).unwrap_or_default();
+            objects.create(services, "default", &body, &opts).await?;
+            tracing::info!(cluster_ip = %first, "created the kubernetes service");
+        }
+        Err(e) => return Err(e),
+        Ok(stored) => {
+            let stored: serde_json::Value = serde_json::from_slice(&stored).unwrap_or_default();
+            if stored["spec"]["ports"] != ports {
+                let patch = json!({"spec": {"ports": ports}});
+                objects
+                    .patch(
+                        services,
+                        "default",
+                        "kubernetes",
+                        crate::objects::PatchKind::Merge,
+                        &serde_json::to_vec(&patch).unwrap_or_default(),
+                        crate::objects::Part::Main,
+                        &opts,
+                    )
+                    .await?;
+            }
+        }
+    }
+    let endpoint_ports = json!([{"name": "https", "port": port, "protocol": "TCP"}]);
+    let endpoints = json!({
+        "apiVersion": "v1",
+        "kind": "Endpoints",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+                     "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": [{"addresses": [{"ip": address.to_string()}], "ports": endpoint_ports}],
+    });
+    put(objects, lookup("", "v1", "endpoints")?, &endpoints, &opts).await?;
+    let family = if address.is_ipv4() { "IPv4" } else { "IPv6" };
+    let slice = json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": "kubernetes"}},
+        "addressType": family,
+        "endpoints": [{"addresses": [address.to_string()], "conditions": {"ready": true}}],
+        "ports": endpoint_ports,
+    });
+    put(
+        objects,
+        lookup("discovery.k8s.io", "v1", "endpointslices")?,
+        &slice,
+        &opts,
+    )
+    .await
+}
+
+/// Creates `body` in `default`, or replaces what is stored under its name.
+async fn put(
+    objects: &Objects,
+    info: &'static rkube_types::ResourceInfo,
+    body: &serde_json::Value,
+    opts: &WriteOptions,
+) -> Result<(), rkube_types::ApiError> {
+    let name = body["metadata"]["name"].as_str().unwrap_or_default();
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    match objects.create(info, "default", &bytes, opts).await {
+        Err(e) if e.reason == Reason::AlreadyExists => objects
+            .update(
+                info,
+                "default",
+                name,
+                &bytes,
+                crate::objects::Part::Main,
+                opts,
+            )
+            .await
+            .map(|_| ()),
+        other => other.map(|_| ()),
+    }
 }
 
 /// Creates the cluster-scoped object `body` (a `group`/`resource` named `name`) unless it

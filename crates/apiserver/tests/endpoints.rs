@@ -38,8 +38,9 @@ async fn health_and_metrics() {
         "rkube_apiserver_requests_total{verb=\"get\",resource=\"namespaces\",code=\"200\"} 1",
         "rkube_apiserver_request_duration_seconds_count{verb=\"get\",resource=\"namespaces\"} 1",
         "rkube_apiserver_watchers{resource=\"pods\"} 1",
-        // Four system namespaces and two system priority classes.
-        "rkube_apiserver_store_revision 6",
+        // Four system namespaces, two system priority classes, and the kubernetes Service
+        // with its Endpoints and EndpointSlice.
+        "rkube_apiserver_store_revision 9",
     ] {
         assert!(
             metrics.contains(needle),

@@ -1,6 +1,10 @@
 //! The node's CNI configuration: a bridge with host-local IPAM on the node's pod CIDR and
 //! portmap for hostPorts, written where containerd's CRI plugin reads it. Written
 //! atomically (temp file, rename) and only when it changes.
+//!
+//! The bridge does not masquerade (`ipMasq: false`): its rule would NAT everything leaving
+//! the node's pod CIDR, other nodes' pods included. Masquerade of traffic leaving the pod
+//! network is the kubelet's own nftables table (see [`crate::network`]).
 
 use std::path::{Path, PathBuf};
 
@@ -19,7 +23,7 @@ pub fn conflist(pod_cidr: &str, bridge: &str, ipam_dir: &Path) -> String {
                 "type": "bridge",
                 "bridge": bridge,
                 "isGateway": true,
-                "ipMasq": true,
+                "ipMasq": false,
                 "hairpinMode": true,
                 "ipam": {
                     "type": "host-local",
@@ -84,5 +88,7 @@ mod tests {
             "10.244.2.0/24"
         );
         assert_eq!(v["plugins"][1]["type"], "portmap");
+        // Pod-to-pod traffic between nodes keeps its source: no bridge masquerade.
+        assert_eq!(v["plugins"][0]["ipMasq"], false);
     }
 }

@@ -1,6 +1,6 @@
 //! Wiring: a real node (CRI runtime, node registration, lease, conditions, CNI config,
-//! pod watch, pod workers, the :10250 server) and hollow nodes (many simulated nodes over
-//! one shared pod watch).
+//! pod network, pod watch, pod workers, the :10250 server) and hollow nodes (many
+//! simulated nodes over one shared pod watch).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -45,6 +45,9 @@ pub struct NodeOptions {
     pub pod_cidr: Option<String>,
     /// The bridge name.
     pub cni_bridge: String,
+    /// `--cluster-cidr`: the pod network of the cluster, for routes and masquerade (kept
+    /// only when `cni_conf_dir` is set).
+    pub cluster_cidr: crate::network::Ipv4Cidr,
     /// The kubelet server's port (0: none).
     pub port: u16,
     /// The PLEG relist period.
@@ -236,6 +239,17 @@ pub async fn run_node(
         opts.clone(),
         shutdown.clone(),
     ));
+    // The kubelet that writes the CNI configuration also keeps the network between nodes.
+    if opts.cni_conf_dir.is_some() {
+        let net = crate::network::PodNetwork {
+            host: crate::network::Host::current(),
+            node_name: opts.name.clone(),
+            node_ip: opts.node_ip.parse().ok(),
+            cluster_cidr: opts.cluster_cidr,
+            pod_cidr: opts.pod_cidr.as_deref().and_then(|c| c.parse().ok()),
+        };
+        tokio::spawn(crate::network::run(client.clone(), net, shutdown.clone()));
+    }
 
     let ctx = Arc::new(NodeContext {
         client: client.clone(),

@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod env;
 pub mod health;
 pub mod hollow;
+pub mod network;
 pub mod node;
 pub mod pods;
 pub mod pull_secrets;

@@ -14,6 +14,7 @@ use rkube_client::{Client, ClientConfig};
 use rkube_kubelet::cri::CriRuntime;
 use rkube_kubelet::daemon::{self, HollowOptions, NodeOptions};
 use rkube_kubelet::health::Health;
+use rkube_kubelet::network::Ipv4Cidr;
 use rkube_kubelet::node;
 use rkube_types::quantity::Quantity;
 use tokio::sync::watch;
@@ -78,6 +79,12 @@ struct Args {
     /// The bridge the CNI configuration attaches pods to.
     #[arg(long, env = "RKUBE_CNI_BRIDGE", default_value = "rkube0")]
     cni_bridge: String,
+    /// The pod network of the whole cluster (the controller-manager's `--cluster-cidr`):
+    /// pod traffic inside it is never NATed, traffic leaving it is masqueraded. Used with
+    /// `--cni-conf-dir`, when the kubelet keeps the pod network (routes to other nodes'
+    /// pod CIDRs, masquerade); IPv4.
+    #[arg(long, env = "RKUBE_CLUSTER_CIDR", default_value = "10.244.0.0/16")]
+    cluster_cidr: Ipv4Cidr,
     /// The sandbox (pause) image the runtime is configured with; checked at start.
     #[arg(
         long,
@@ -303,6 +310,7 @@ async fn run() -> anyhow::Result<()> {
         cni_conf_dir: args.cni_conf_dir.clone(),
         pod_cidr: args.pod_cidr.clone(),
         cni_bridge: args.cni_bridge.clone(),
+        cluster_cidr: args.cluster_cidr,
         port,
         relist: args.relist_period,
         taints,

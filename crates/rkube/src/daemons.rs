@@ -1,14 +1,14 @@
 //! The daemons of a local cluster: their command lines and how to tell they are ready.
 
 use std::ffi::OsString;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Node};
 use rkube_client::{Api, Client, ClientConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::layout::{Layout, Settings};
+use crate::layout::{CLUSTER_DNS, Layout, Settings};
 
 /// One daemon of the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +23,10 @@ pub enum Daemon {
     Kubelet,
     /// rkube-kubelet running the hollow nodes.
     HollowKubelet,
+    /// rkube-proxy for this machine's node.
+    Proxy,
+    /// rkube-dns, published as the `kube-dns` Service.
+    Dns,
 }
 
 impl Daemon {
@@ -35,7 +39,7 @@ impl Daemon {
             Daemon::ControllerManager,
         ];
         if settings.real_node {
-            d.push(Daemon::Kubelet);
+            d.extend([Daemon::Proxy, Daemon::Dns, Daemon::Kubelet]);
         }
         if settings.hollow_nodes > 0 {
             d.push(Daemon::HollowKubelet);
@@ -45,9 +49,11 @@ impl Daemon {
 
     /// Every daemon, in stop order: nodes first, so no pod is started while the control
     /// plane stops, and the apiserver last.
-    pub const STOP_ORDER: [Daemon; 5] = [
+    pub const STOP_ORDER: [Daemon; 7] = [
         Daemon::HollowKubelet,
         Daemon::Kubelet,
+        Daemon::Proxy,
+        Daemon::Dns,
         Daemon::Scheduler,
         Daemon::ControllerManager,
         Daemon::Apiserver,
@@ -61,6 +67,8 @@ impl Daemon {
             Daemon::ControllerManager => "controller-manager",
             Daemon::Kubelet => "kubelet",
             Daemon::HollowKubelet => "hollow-kubelet",
+            Daemon::Proxy => "proxy",
+            Daemon::Dns => "dns",
         }
     }
 
@@ -71,11 +79,14 @@ impl Daemon {
             Daemon::Scheduler => "rkube-scheduler",
             Daemon::ControllerManager => "rkube-controller-manager",
             Daemon::Kubelet | Daemon::HollowKubelet => "rkube-kubelet",
+            Daemon::Proxy => "rkube-proxy",
+            Daemon::Dns => "rkube-dns",
         }
     }
 
     /// Its command line.
-    pub fn args(self, layout: &Layout, s: &Settings) -> Vec<OsString> {
+    /// `node_ip` is the address pods reach this machine at (rkube-dns publishes it).
+    pub fn args(self, layout: &Layout, s: &Settings, node_ip: Option<IpAddr>) -> Vec<OsString> {
         let kubeconfig = layout.kubeconfig().into_os_string();
         let mut a: Vec<OsString> = Vec::new();
         let mut flag = |name: &str, value: OsString| {
@@ -112,6 +123,28 @@ impl Daemon {
                 flag("cni-bridge", s.cni_bridge.clone().into());
                 flag("bind-address", s.kubelet_health.to_string().into());
                 flag("port", s.kubelet_port.to_string().into());
+                // One node: its pod CIDR is the whole pod network.
+                flag("cluster-cidr", s.pod_cidr.clone().into());
+                flag("cluster-dns", CLUSTER_DNS.into());
+            }
+            Daemon::Proxy => {
+                flag("kubeconfig", kubeconfig);
+                flag("hostname-override", s.node_name.clone().into());
+                flag("cluster-cidr", s.pod_cidr.clone().into());
+                flag("metrics-bind-address", s.proxy_health.to_string().into());
+            }
+            Daemon::Dns => {
+                flag("kubeconfig", kubeconfig);
+                // On the published address, not 0.0.0.0: a UDP answer goes out from the
+                // address the route to the pod picks (the bridge's), which a client that
+                // asked the node's address (after the kube-dns DNAT) would not take.
+                let ip = node_ip.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+                flag("listen", SocketAddr::new(ip, s.dns_port).to_string().into());
+                flag("health-bind-address", s.dns_health.to_string().into());
+                flag("service-ip", CLUSTER_DNS.into());
+                if let Some(ip) = node_ip {
+                    flag("publish-address", ip.to_string().into());
+                }
             }
             Daemon::HollowKubelet => {
                 flag("kubeconfig", kubeconfig);
@@ -138,8 +171,23 @@ impl Daemon {
             Daemon::ControllerManager => http_ready(s.controller_manager_health).await,
             Daemon::Kubelet => http_ready(s.kubelet_health).await,
             Daemon::HollowKubelet => http_ready(s.hollow_health).await,
+            Daemon::Proxy => http_ready(s.proxy_health).await,
+            Daemon::Dns => http_ready(s.dns_health).await,
         }
     }
+}
+
+/// The address pods reach this machine at: the source address of the default route, as
+/// the kubelet picks its node's InternalIP.
+pub fn node_ip() -> Option<IpAddr> {
+    let out = std::process::Command::new("ip")
+        .args(["-4", "route", "get", "1.1.1.1"])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut words = text.split_whitespace();
+    words.find(|w| *w == "src")?;
+    words.next()?.parse().ok()
 }
 
 /// A client of the cluster, from the admin kubeconfig.
@@ -233,11 +281,14 @@ mod tests {
             cni_bridge: "rkube0".into(),
             hollow_nodes: 0,
             hollow_health: "127.0.0.1:5".parse().unwrap(),
+            proxy_health: "127.0.0.1:6".parse().unwrap(),
+            dns_port: 7,
+            dns_health: "127.0.0.1:8".parse().unwrap(),
         }
     }
 
     fn args(d: Daemon, layout: &Layout, s: &Settings) -> String {
-        d.args(layout, s)
+        d.args(layout, s, Some("192.0.2.1".parse().unwrap()))
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect::<Vec<_>>()
@@ -254,6 +305,8 @@ mod tests {
                 Daemon::Apiserver,
                 Daemon::Scheduler,
                 Daemon::ControllerManager,
+                Daemon::Proxy,
+                Daemon::Dns,
                 Daemon::Kubelet
             ]
         );
@@ -267,7 +320,19 @@ mod tests {
              --container-runtime-endpoint unix:///d/containerd/containerd.sock \
              --hostname-override box --root-dir /d/kubelet \
              --cni-conf-dir /d/containerd/cni/net.d --pod-cidr 10.88.0.0/24 \
-             --cni-bridge rkube0 --bind-address 127.0.0.1:3 --port 4"
+             --cni-bridge rkube0 --bind-address 127.0.0.1:3 --port 4 \
+             --cluster-cidr 10.88.0.0/24 --cluster-dns 10.96.0.10"
+        );
+        assert_eq!(
+            args(Daemon::Proxy, &layout, &s),
+            "--kubeconfig /d/apiserver/kubeconfig --hostname-override box \
+             --cluster-cidr 10.88.0.0/24 --metrics-bind-address 127.0.0.1:6"
+        );
+        assert_eq!(
+            args(Daemon::Dns, &layout, &s),
+            "--kubeconfig /d/apiserver/kubeconfig --listen 192.0.2.1:7 \
+             --health-bind-address 127.0.0.1:8 --service-ip 10.96.0.10 \
+             --publish-address 192.0.2.1"
         );
         s.real_node = false;
         s.hollow_nodes = 7;

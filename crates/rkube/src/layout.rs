@@ -101,7 +101,38 @@ pub struct Settings {
     pub hollow_nodes: u32,
     /// The hollow-node kubelet's health address.
     pub hollow_health: SocketAddr,
+    /// rkube-proxy's health and metrics address (clusters made before it existed get
+    /// upstream's port).
+    #[serde(default = "default_proxy_health")]
+    pub proxy_health: SocketAddr,
+    /// The port rkube-dns answers on, on every address of this machine; pods reach it as
+    /// the `kube-dns` Service's 53.
+    #[serde(default = "default_dns_port")]
+    pub dns_port: u16,
+    /// rkube-dns's health and metrics address.
+    #[serde(default = "default_dns_health")]
+    pub dns_health: SocketAddr,
 }
+
+fn default_proxy_health() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 10249))
+}
+
+fn default_dns_port() -> u16 {
+    DEFAULT_DNS_PORT
+}
+
+fn default_dns_health() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9153))
+}
+
+/// rkube-dns's port unless `--free-ports` picks one: not 53, which the machine's own
+/// resolver may hold.
+pub const DEFAULT_DNS_PORT: u16 = 10053;
+
+/// The cluster DNS Service's address: upstream's convention, the tenth of the default
+/// service range.
+pub const CLUSTER_DNS: &str = "10.96.0.10";
 
 impl Settings {
     /// Reads the settings of the cluster in `layout`, if it has been started before.
@@ -149,8 +180,18 @@ mod tests {
             cni_bridge: "rkube0".into(),
             hollow_nodes: 3,
             hollow_health: "127.0.0.1:10247".parse().unwrap(),
+            proxy_health: "127.0.0.1:10249".parse().unwrap(),
+            dns_port: 10053,
+            dns_health: "127.0.0.1:9153".parse().unwrap(),
         };
         s.save(&layout).unwrap();
+        assert_eq!(Settings::load(&layout).unwrap(), Some(s.clone()));
+        // A cluster made before rkube-proxy and rkube-dns existed resumes with defaults.
+        let mut old = serde_json::to_value(&s).unwrap();
+        for field in ["proxyHealth", "dnsPort", "dnsHealth"] {
+            old.as_object_mut().unwrap().remove(field);
+        }
+        std::fs::write(layout.settings(), old.to_string()).unwrap();
         assert_eq!(Settings::load(&layout).unwrap(), Some(s));
         std::fs::write(layout.settings(), "not json").unwrap();
         let err = Settings::load(&layout).unwrap_err();

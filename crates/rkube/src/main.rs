@@ -6,6 +6,7 @@
 mod containerd;
 mod daemons;
 mod layout;
+mod network;
 mod process;
 
 use std::net::SocketAddr;
@@ -158,6 +159,13 @@ fn first_settings(args: &UpArgs) -> anyhow::Result<Settings> {
         cni_bridge: args.cni_bridge.clone(),
         hollow_nodes: args.hollow_nodes.unwrap_or(0),
         hollow_health: local(10247)?,
+        proxy_health: local(10249)?,
+        dns_port: if args.free_ports {
+            free_port()?
+        } else {
+            layout::DEFAULT_DNS_PORT
+        },
+        dns_health: local(9153)?,
     })
 }
 
@@ -189,7 +197,7 @@ async fn up(args: UpArgs) -> anyhow::Result<bool> {
         let path = bin_dir.join(d.binary());
         if !path.is_file() {
             anyhow::bail!(
-                "{} is missing: build the daemons first (cargo build --release -p rkube-apiserver -p rkube-scheduler -p rkube-controller-manager -p rkube-kubelet -p rkube) or pass --bin-dir",
+                "{} is missing: build the daemons first (cargo build --release -p rkube-apiserver -p rkube-scheduler -p rkube-controller-manager -p rkube-kubelet -p rkube-proxy -p rkube-dns -p rkube) or pass --bin-dir",
                 path.display()
             );
         }
@@ -235,6 +243,7 @@ async fn up(args: UpArgs) -> anyhow::Result<bool> {
         );
     }
 
+    let node_ip = daemons::node_ip();
     let mut children = Vec::new();
     for d in wanted {
         let pid_file = layout.pid_file(d.name());
@@ -244,7 +253,7 @@ async fn up(args: UpArgs) -> anyhow::Result<bool> {
             None => {
                 let c = process::spawn(
                     &bin_dir.join(d.binary()),
-                    &d.args(&layout, &settings),
+                    &d.args(&layout, &settings, node_ip),
                     &layout.log(d.name()),
                     &pid_file,
                 )?;
@@ -451,6 +460,18 @@ async fn down(data_dir: &Path, purge: bool) -> anyhow::Result<bool> {
             println!("rkube: containerd stopped");
             if containerd::remove_bridge(&settings.cni_bridge)? {
                 println!("rkube: bridge {} removed", settings.cni_bridge);
+            }
+            if network::remove_pod_network() {
+                println!("rkube: pod network rules and routes removed");
+            }
+        }
+        if d == Daemon::Proxy && settings.real_node {
+            let bin_dir = std::env::current_exe()?
+                .parent()
+                .context("the rkube binary has no directory")?
+                .to_path_buf();
+            if network::remove_proxy_rules(&bin_dir)? {
+                println!("rkube: service rules removed (rkube-proxy --cleanup)");
             }
         }
     }

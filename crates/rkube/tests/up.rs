@@ -44,6 +44,8 @@ fn require_daemons(bin_dir: &Path) {
         "rkube-scheduler",
         "rkube-controller-manager",
         "rkube-kubelet",
+        "rkube-proxy",
+        "rkube-dns",
     ] {
         assert!(
             bin_dir.join(d).exists(),
@@ -192,6 +194,23 @@ spec:
         readinessProbe:
           httpGet: {path: /index.html, port: 8080}
           periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: default}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: client
+    image: rkube.local/busybox:1.0
+    command: [sleep, "3600"]
 "#;
 
 /// Waits until the web Deployment's 3 pods are Running and Ready and each answers on its
@@ -234,6 +253,75 @@ async fn serving_web_pods(kubectl: &Kubectl, data: &Path) -> Vec<String> {
     }
 }
 
+/// The web Service answers on its ClusterIP from this machine, and from a pod its name
+/// resolves to the ClusterIP (through rkube-dns behind the kube-dns Service) which
+/// answers (through rkube-proxy).
+async fn services_answer(kubectl: &Kubectl, data: &Path) {
+    let svc = kubectl.json(&["get", "svc", "web"]).await;
+    let cluster_ip = svc["spec"]["clusterIP"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let by_ip = try_eventually(
+        "the web Service on its ClusterIP",
+        Duration::from_secs(30),
+        || async {
+            let body = http_get_port(&cluster_ip, 80)
+                .await
+                .map_err(|e| format!("{cluster_ip}:80: {e}"))?;
+            body.contains("hello from web-")
+                .then_some(())
+                .ok_or_else(|| format!("{cluster_ip}:80 answered {body:?}"))
+        },
+    )
+    .await;
+    let by_name = match by_ip {
+        Err(e) => Err(e),
+        Ok(()) => {
+            // busybox 1.35's wget crashes with -T: `timeout` bounds it instead.
+            try_eventually(
+                "the web Service by name from a pod",
+                Duration::from_secs(60),
+                || async {
+                    let name = "web.default.svc.cluster.local";
+                    let answer = kubectl
+                        .run(&["exec", "client", "--", "nslookup", name])
+                        .await?;
+                    if !answer.contains(&format!("Address: {cluster_ip}")) {
+                        return Err(format!("nslookup {name} answered {answer:?}"));
+                    }
+                    let url = format!("http://{cluster_ip}/index.html");
+                    let body = kubectl
+                        .run(&[
+                            "exec", "client", "--", "timeout", "5", "wget", "-q", "-O", "-", &url,
+                        ])
+                        .await?;
+                    body.contains("hello from web-")
+                        .then_some(())
+                        .ok_or_else(|| format!("{url} answered {body:?}"))
+                },
+            )
+            .await
+        }
+    };
+    if let Err(e) = by_name {
+        panic!("{e}\n{}", where_things_stand(data).await);
+    }
+}
+
+/// The nftables tables of rkube's daemons still on this machine.
+fn nft_tables_of_rkube() -> Vec<String> {
+    let out = std::process::Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .expect("nft runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("rkube-proxy") || l.contains("rkube-podnet"))
+        .map(str::to_string)
+        .collect()
+}
+
 /// What a failed wait should show: where the pods stand (the node, each pod, the events)
 /// and the end of every daemon's log.
 async fn where_things_stand(data: &Path) -> String {
@@ -263,9 +351,14 @@ async fn where_things_stand(data: &Path) -> String {
 /// `GET /index.html` from `ip`:8080, within 3 s (a stale pod IP can take a minute to
 /// refuse).
 async fn http_get(ip: &str) -> std::io::Result<String> {
+    http_get_port(ip, 8080).await
+}
+
+/// `GET /index.html` from `ip`:`port`, within 3 s.
+async fn http_get_port(ip: &str, port: u16) -> std::io::Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let exchange = async {
-        let mut s = tokio::net::TcpStream::connect((ip, 8080)).await?;
+        let mut s = tokio::net::TcpStream::connect((ip, port)).await?;
         s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").await?;
         let mut body = String::new();
         s.read_to_string(&mut body).await?;
@@ -311,6 +404,8 @@ async fn up_serves_a_deployment_down_leaves_nothing_and_up_resumes_it() {
         "scheduler",
         "controller-manager",
         "kubelet",
+        "proxy",
+        "dns",
     ] {
         let line = status
             .lines()
@@ -336,14 +431,21 @@ async fn up_serves_a_deployment_down_leaves_nothing_and_up_resumes_it() {
     assert!(out.contains("created"), "{out}");
     let ips = serving_web_pods(&kubectl, &data).await;
     assert!(ips.iter().all(|ip| ip.starts_with("10.88.100.")), "{ips:?}");
+    services_answer(&kubectl, &data).await;
 
     assert!(
         Path::new("/sys/class/net/rkt100").exists(),
         "the pods' bridge"
     );
     let out = rkube.ok(&["down"]).await;
-    assert!(out.contains("removed 3 pod sandboxes"), "{out}");
+    assert!(out.contains("removed 4 pod sandboxes"), "{out}");
     assert!(out.contains("bridge rkt100 removed"), "{out}");
+    assert!(out.contains("service rules removed"), "{out}");
+    assert!(
+        out.contains("pod network rules and routes removed"),
+        "{out}"
+    );
+    assert_eq!(nft_tables_of_rkube(), Vec::<String>::new());
     assert!(
         !Path::new("/sys/class/net/rkt100").exists(),
         "down leaves the bridge"
@@ -364,8 +466,11 @@ async fn up_serves_a_deployment_down_leaves_nothing_and_up_resumes_it() {
     assert_eq!(deploy["spec"]["replicas"], 3);
     serving_web_pods(&kubectl, &data).await;
 
+    services_answer(&kubectl, &data).await;
+
     rkube.ok(&["down", "--purge"]).await;
     assert!(!data.exists(), "--purge removes the data dir");
+    assert_eq!(nft_tables_of_rkube(), Vec::<String>::new());
     assert!(
         !Path::new("/sys/class/net/rkt100").exists(),
         "down leaves the bridge"

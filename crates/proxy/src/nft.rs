@@ -1,0 +1,268 @@
+//! Running `nft`: applying a script atomically (`nft -f -`, the script on stdin), listing
+//! rkube-proxy's table, and deleting it (`--cleanup`). Only ever names
+//! `table ip rkube-proxy`; other tables are never read or touched.
+
+use std::process::Stdio;
+
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+use crate::ruleset::{Existing, FAMILY, TABLE};
+
+/// How much of nft's stderr an error keeps.
+const STDERR_LIMIT: usize = 4000;
+
+/// What went wrong running `nft`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The program could not be started (not installed, not executable).
+    #[error("running {program}: {source}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Talking to the running program failed.
+    #[error("talking to nft: {0}")]
+    Io(#[source] std::io::Error),
+    /// nft exited non-zero: the whole transaction was rejected, nothing changed.
+    #[error("nft {action} failed ({status}): {stderr}")]
+    Failed {
+        /// What was asked (`-f -`, `list table`).
+        action: &'static str,
+        /// The exit status.
+        status: std::process::ExitStatus,
+        /// nft's complaint (its start, when long).
+        stderr: String,
+    },
+}
+
+/// `Result` with this module's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How to run `nft`: the program and an optional command prefix, e.g.
+/// `ip netns exec NS` to act in another network namespace (tests, benchmarks).
+#[derive(Debug, Clone)]
+pub struct Nft {
+    program: String,
+    prefix: Vec<String>,
+}
+
+impl Default for Nft {
+    fn default() -> Self {
+        Nft {
+            program: "nft".to_string(),
+            prefix: Vec::new(),
+        }
+    }
+}
+
+impl Nft {
+    /// `nft` from `PATH`, in this network namespace.
+    pub fn new() -> Self {
+        Nft::default()
+    }
+
+    /// `program` (a path or a name on `PATH`), in this network namespace.
+    pub fn with_program(program: &str) -> Self {
+        Nft {
+            program: program.to_string(),
+            prefix: Vec::new(),
+        }
+    }
+
+    /// `nft` run through `ip netns exec namespace`.
+    pub fn in_netns(namespace: &str) -> Self {
+        Nft {
+            program: "nft".to_string(),
+            prefix: vec!["ip".into(), "netns".into(), "exec".into(), namespace.into()],
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = match self.prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(&self.program);
+                c
+            }
+            None => Command::new(&self.program),
+        };
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    async fn run(
+        &self,
+        action: &'static str,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> Result<String> {
+        let mut cmd = self.command(args);
+        if stdin.is_some() {
+            cmd.stdin(Stdio::piped());
+        }
+        let mut child = cmd.spawn().map_err(|source| Error::Spawn {
+            program: self.prefix.first().unwrap_or(&self.program).clone(),
+            source,
+        })?;
+        let mut written = Ok(());
+        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            // nft reads all of stdin before it answers, so writing first cannot deadlock
+            // on a full stdout pipe. If nft dies early, its own complaint says more than
+            // the broken pipe, so the write error waits for its exit status.
+            written = pipe.write_all(text.as_bytes()).await;
+            if written.is_ok() {
+                written = pipe.shutdown().await;
+            }
+        }
+        let out = child.wait_with_output().await.map_err(Error::Io)?;
+        if out.status.success() {
+            written.map_err(Error::Io)?;
+        } else {
+            let mut stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            if stderr.len() > STDERR_LIMIT {
+                let mut end = STDERR_LIMIT;
+                while !stderr.is_char_boundary(end) {
+                    end -= 1;
+                }
+                stderr.truncate(end);
+                stderr.push('…');
+            }
+            return Err(Error::Failed {
+                action,
+                status: out.status,
+                stderr,
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Applies `script` as one transaction: all of it or, on error, none of it.
+    pub async fn apply(&self, script: &str) -> Result<()> {
+        self.run("-f -", &["-f", "-"], Some(script)).await.map(drop)
+    }
+
+    /// Checks `script` without applying it (`nft -c -f -`).
+    pub async fn check(&self, script: &str) -> Result<()> {
+        self.run("-c -f -", &["-c", "-f", "-"], Some(script))
+            .await
+            .map(drop)
+    }
+
+    /// The table's listing (`nft list table ip rkube-proxy`), `None` when it does not
+    /// exist. `terse` leaves set elements out.
+    pub async fn list_table(&self, terse: bool) -> Result<Option<String>> {
+        let mut args = Vec::new();
+        if terse {
+            args.push("-t");
+        }
+        args.extend(["list", "table", FAMILY, TABLE]);
+        match self.run("list table", &args, None).await {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The chains and sets the table holds now (nothing when it does not exist).
+    pub async fn existing(&self) -> Result<Existing> {
+        Ok(self
+            .list_table(true)
+            .await?
+            .map(|text| parse_listing(&text))
+            .unwrap_or_default())
+    }
+
+    /// Deletes the table with everything in it; `false` when there was none.
+    pub async fn cleanup(&self) -> Result<bool> {
+        match self
+            .run("delete table", &["delete", "table", FAMILY, TABLE], None)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Whether nft failed because the table (or chain) does not exist.
+fn is_not_found(e: &Error) -> bool {
+    matches!(e, Error::Failed { stderr, .. } if stderr.contains("No such file or directory"))
+}
+
+/// The chain and set names of an `nft list table` listing.
+pub fn parse_listing(text: &str) -> Existing {
+    let mut out = Existing::default();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        let (Some(kind), Some(name), Some("{")) = (words.next(), words.next(), words.next()) else {
+            continue;
+        };
+        match kind {
+            "chain" => out.chains.push(name.to_string()),
+            "set" => out.sets.push(name.to_string()),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listings_give_chain_and_set_names() {
+        let text = "table ip rkube-proxy {\n\
+            \tcomment \"rules for rkube-proxy\"\n\
+            \tmap service-ips {\n\
+            \t\ttype ipv4_addr . inet_proto . inet_service : verdict\n\
+            \t}\n\
+            \tset affinity-AAAA-ns/web/tcp/__10.0.0.1/80 {\n\
+            \t\ttype ipv4_addr\n\
+            \t}\n\
+            \tchain nat-prerouting {\n\
+            \t\ttype nat hook prerouting priority dstnat; policy accept;\n\
+            \t}\n\
+            \tchain service-ABCDEFGH-ns/web/tcp/ {\n\
+            \t}\n\
+            }\n";
+        let e = parse_listing(text);
+        assert_eq!(e.chains, ["nat-prerouting", "service-ABCDEFGH-ns/web/tcp/"]);
+        assert_eq!(e.sets, ["affinity-AAAA-ns/web/tcp/__10.0.0.1/80"]);
+    }
+
+    #[test]
+    fn not_found_is_recognised() {
+        let status = std::process::Command::new("false")
+            .status()
+            .expect("`false` runs");
+        let e = Error::Failed {
+            action: "list table",
+            status,
+            stderr: "Error: No such file or directory; did you mean table 'x'?".into(),
+        };
+        assert!(is_not_found(&e));
+    }
+
+    #[tokio::test]
+    async fn a_missing_program_says_which() {
+        let nft = Nft {
+            program: "/nonexistent/nft".into(),
+            prefix: Vec::new(),
+        };
+        let e = nft.apply("").await.unwrap_err();
+        assert!(
+            e.to_string().contains("/nonexistent/nft"),
+            "error names the program: {e}"
+        );
+    }
+}

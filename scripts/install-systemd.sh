@@ -4,27 +4,35 @@
 #
 #   install-systemd.sh control-plane [--bind-address IP] [--with-kubelet [--node-ip IP]
 #                                    [--node-name NAME]] [OPTIONS]
-#       rkube-apiserver, rkube-scheduler and rkube-controller-manager, run as the system
-#       user rkube. On first start the apiserver makes the cluster CA and certificates under
-#       /var/lib/rkube/apiserver/pki and writes the admin kubeconfig
-#       /var/lib/rkube/apiserver/kubeconfig, which the scheduler and controller manager use.
+#       rkube-apiserver, rkube-scheduler, rkube-controller-manager and the cluster DNS,
+#       rkube-dns, run as the system user rkube. On first start the apiserver makes the
+#       cluster CA and certificates under /var/lib/rkube/apiserver/pki and writes the admin
+#       kubeconfig /var/lib/rkube/apiserver/kubeconfig, which the other three use.
 #       --bind-address goes into a new apiserver.env: for a cluster of several machines it
 #       must be this machine's IP before the first start (the serving certificate names it).
-#       --with-kubelet makes this machine a node too (as `worker` does), its kubelet using
-#       the apiserver's kubeconfig.
+#       --with-kubelet makes this machine a node too (as `worker` does), its kubelet and
+#       rkube-proxy using the apiserver's kubeconfig. A new dns.env gets --node-ip, else
+#       --bind-address (an IPv4 address other than 0.0.0.0 and 127.x), as the address
+#       rkube-dns listens on and publishes as Service kube-system/kube-dns; with neither,
+#       rkube-dns publishes nothing until RKUBE_DNS_PUBLISH_ADDRESS is set there.
 #   install-systemd.sh worker --kubeconfig FILE [--apiserver https://HOST:6443]
 #                             [--node-ip IP] [--node-name NAME] [OPTIONS]
-#       rkube-kubelet, the distribution's containerd configured for rkube (a drop-in points
-#       containerd.service at /etc/rkube/containerd.toml) and the images rkube.local/pause:1.0
-#       and rkube.local/busybox:1.0 imported into it. FILE is the control plane's
-#       /var/lib/rkube/apiserver/kubeconfig, copied here by the operator (scp); it becomes
-#       /etc/rkube/kubeconfig (mode 0600), its server replaced by --apiserver if given (a
-#       name or address the serving certificate holds). FILE may be left out when
-#       /etc/rkube/kubeconfig is already there (an upgrade).
+#       rkube-kubelet and rkube-proxy (as root), the distribution's containerd configured
+#       for rkube (a drop-in points containerd.service at /etc/rkube/containerd.toml) and
+#       the images rkube.local/pause:1.0 and rkube.local/busybox:1.0 imported into it. A new
+#       proxy.env takes the kubeconfig, node name and cluster CIDR of kubelet.env. FILE is
+#       the control plane's /var/lib/rkube/apiserver/kubeconfig, copied here by the
+#       operator (scp); it becomes /etc/rkube/kubeconfig (mode 0600), its server replaced
+#       by --apiserver if given (a name or address the serving certificate holds). FILE
+#       may be left out when /etc/rkube/kubeconfig is already there (an upgrade).
 #   install-systemd.sh uninstall [--purge] [OPTIONS]
 #       stops and removes the units, the containerd drop-in, binaries and images; keeps
-#       /etc/rkube and the data (cluster state, pod volumes) unless --purge. Containers the
-#       kubelet left running stay in containerd (delete the pods or drain the node first).
+#       /etc/rkube and the data (cluster state, pod volumes) unless --purge. On a node it
+#       also removes the network rules the stopped daemons leave in place on purpose:
+#       rkube-proxy's table (`rkube-proxy --cleanup`) and the kubelet's pod network (table ip
+#       rkube-podnet, iptables chain RKUBE-PODNET, routes of protocol 66); not with --root
+#       or --no-start. Containers the kubelet left running stay in containerd (delete the
+#       pods or drain the node first).
 #
 # OPTIONS
 #   --root DIR      install into DIR instead of / (packaging, tests): units are enabled
@@ -33,7 +41,8 @@
 #                   images): says what to run instead
 #   --bin-dir DIR   where the binaries are; default ${CARGO_TARGET_DIR:-target}/release.
 #                   Build them with `cargo build --release -p rkube-apiserver -p
-#                   rkube-scheduler -p rkube-controller-manager -p rkube-kubelet`
+#                   rkube-scheduler -p rkube-controller-manager -p rkube-dns -p
+#                   rkube-kubelet -p rkube-proxy`
 #   --images DIR    where pause.tar (and busybox.tar) are; default
 #                   ${RKUBE_IMAGES_DIR:-target/images}, as scripts/build-images makes them
 #
@@ -45,7 +54,6 @@
 # settings); binaries, units and images always are. Running it again with the same
 # arguments upgrades. docs/operations.md walks through a whole cluster.
 #
-# rkube-proxy has no binary yet: its unit will come with it.
 # Must run as root.
 set -euo pipefail
 
@@ -158,10 +166,44 @@ SYSUSERS=/usr/local/lib/sysusers.d/rkube.conf
 IMAGES=/usr/local/share/rkube/images
 ETC=/etc/rkube
 APISERVER_KUBECONFIG=/var/lib/rkube/apiserver/kubeconfig
-ALL_UNITS=(rkube-apiserver rkube-scheduler rkube-controller-manager rkube-kubelet)
+ALL_UNITS=(rkube-apiserver rkube-scheduler rkube-controller-manager rkube-dns rkube-kubelet rkube-proxy)
 
 systemctl_() {
     if [[ "$on_host" == 1 ]]; then systemctl "$@"; else systemctl --root="$root" "$@"; fi
+}
+
+# remove_node_network: deletes what rkube-proxy and the kubelet keep in this machine's
+# network and leave in place when they stop (so that pods and connections through cluster
+# IPs survive their restarts): rkube-proxy's table, through `rkube-proxy --cleanup` while
+# its binary is there, and the kubelet's pod network, by the names it owns
+# (docs/networking.md). Only on this machine, with both daemons stopped.
+remove_node_network() {
+    local out
+    if command -v nft >/dev/null 2>&1; then
+        if ! nft list table ip rkube-proxy >/dev/null 2>&1; then
+            :
+        elif [[ -x "$BIN/rkube-proxy" ]]; then
+            if out="$(NO_COLOR=1 "$BIN/rkube-proxy" --cleanup 2>&1)"; then
+                say "removed rkube-proxy's rules ($BIN/rkube-proxy --cleanup)"
+            else
+                say "warning: $BIN/rkube-proxy --cleanup failed: $out"
+                say "  remove its rules with: nft delete table ip rkube-proxy"
+            fi
+        else
+            nft delete table ip rkube-proxy && say "removed rkube-proxy's rules (table ip rkube-proxy)"
+        fi
+        if nft list table ip rkube-podnet >/dev/null 2>&1; then
+            nft delete table ip rkube-podnet && say "removed the kubelet's masquerade rules (table ip rkube-podnet)"
+        fi
+    fi
+    if command -v iptables >/dev/null 2>&1 && iptables -w 5 -S RKUBE-PODNET >/dev/null 2>&1; then
+        while iptables -w 5 -D FORWARD -j RKUBE-PODNET 2>/dev/null; do :; done
+        iptables -w 5 -F RKUBE-PODNET && iptables -w 5 -X RKUBE-PODNET &&
+            say "removed the kubelet's forward chain (iptables RKUBE-PODNET)"
+    fi
+    if command -v ip >/dev/null 2>&1 && [[ -n "$(ip -4 route show table main proto 66 2>/dev/null)" ]]; then
+        ip -4 route flush table main proto 66 && say "removed the kubelet's routes to other nodes' pods (proto 66)"
+    fi
 }
 
 # ---------------------------------------------------------------------------------------
@@ -185,6 +227,19 @@ if [[ "$role" == uninstall ]]; then
             systemctl disable --now "${units[@]}"
         else
             systemctl_ disable "${units[@]}"
+        fi
+    fi
+    # The node's network rules, while rkube-proxy's binary is still there to remove its own.
+    # Never in a staging root (--root), whose units never ran on this machine.
+    node_units=0
+    for u in "${units[@]}"; do
+        [[ "$u" == rkube-kubelet.service || "$u" == rkube-proxy.service ]] && node_units=1
+    done
+    if [[ "$on_host" == 1 && "$node_units" == 1 ]]; then
+        if [[ "$no_start" == 0 ]]; then
+            remove_node_network
+        else
+            say "nothing was stopped (--no-start), so the node's network rules stay; once rkube-proxy and rkube-kubelet are stopped, remove them as docs/networking.md says (nft delete table ip rkube-proxy; nft delete table ip rkube-podnet; ...)"
         fi
     fi
     for u in "${units[@]}"; do
@@ -226,8 +281,8 @@ fi
 # control-plane, worker: check what is needed before changing anything
 
 binaries=()
-[[ "$role" == control-plane ]] && binaries+=(rkube-apiserver rkube-scheduler rkube-controller-manager)
-[[ "$node" == 1 ]] && binaries+=(rkube-kubelet)
+[[ "$role" == control-plane ]] && binaries+=(rkube-apiserver rkube-scheduler rkube-controller-manager rkube-dns)
+[[ "$node" == 1 ]] && binaries+=(rkube-kubelet rkube-proxy)
 missing=()
 for b in "${binaries[@]}"; do
     [[ -x "$bin_dir/$b" ]] || missing+=("$b")
@@ -251,9 +306,10 @@ if [[ "$node" == 1 ]]; then
         fi
     fi
     if [[ "$on_host" == 1 ]]; then
-        for tool in containerd ctr runc mount ip; do
+        # nft: rkube-proxy's rules and the kubelet's masquerade.
+        for tool in containerd ctr runc mount ip nft; do
             command -v "$tool" >/dev/null 2>&1 ||
-                die "$tool is missing: apt-get install containerd runc containernetworking-plugins iproute2"
+                die "$tool is missing: apt-get install containerd runc containernetworking-plugins iproute2 nftables"
         done
         [[ -x /usr/lib/cni/bridge && -x /usr/lib/cni/host-local && -x /usr/lib/cni/portmap ]] ||
             die "the CNI plugins are missing from /usr/lib/cni: apt-get install containernetworking-plugins"
@@ -287,6 +343,11 @@ set_env() {
         END { if (!done) print key "=" value }
     ' "$file" >"$file.rkube-new"
     mv -f "$file.rkube-new" "$file"
+}
+
+# env_value FILE KEY: the value FILE sets for KEY (its last KEY= line), or nothing.
+env_value() {
+    awk -v key="$2" 'index($0, key "=") == 1 { value = substr($0, length(key) + 2) } END { print value }' "$1"
 }
 
 # install_config SRC DEST [KEY=VALUE...]: installs SRC as DEST (mode 0644) with the
@@ -332,6 +393,24 @@ if [[ "$role" == control-plane ]]; then
     install_config "$deploy/env/apiserver.env" "$ETC/apiserver.env" "${settings[@]}"
     install_config "$deploy/env/scheduler.env" "$ETC/scheduler.env"
     install_config "$deploy/env/controller-manager.env" "$ETC/controller-manager.env"
+    # rkube-dns listens on and publishes the address pods reach this machine at: the node
+    # IP, else the apiserver's address. Listening on that address rather than 0.0.0.0
+    # matters on a machine with several addresses (dns.env says why). rkube-proxy is
+    # IPv4 only, so only an IPv4 address will do.
+    dns_address=""
+    for a in "$node_ip" "$bind_address"; do
+        if [[ "$a" =~ ^[0-9]{1,3}(\.[0-9]{1,3}){3}$ && "$a" != 0.0.0.0 && "$a" != 127.* ]]; then
+            dns_address="$a"
+            break
+        fi
+    done
+    settings=()
+    if [[ -n "$dns_address" ]]; then
+        settings+=("RKUBE_DNS_LISTEN=$dns_address:53" "RKUBE_DNS_PUBLISH_ADDRESS=$dns_address")
+    elif [[ ! -e "$(at "$ETC/dns.env")" ]]; then
+        say "note: no --node-ip or --bind-address to publish rkube-dns at: until RKUBE_DNS_PUBLISH_ADDRESS (and RKUBE_DNS_LISTEN) are set in $(at "$ETC/dns.env"), pods get no cluster DNS"
+    fi
+    install_config "$deploy/env/dns.env" "$ETC/dns.env" "${settings[@]}"
 fi
 
 if [[ "$node" == 1 ]]; then
@@ -340,6 +419,16 @@ if [[ "$node" == 1 ]]; then
     [[ -z "$node_ip" ]] || settings+=("RKUBE_NODE_IP=$node_ip")
     [[ -z "$node_name" ]] || settings+=("RKUBE_NODE_NAME=$node_name")
     install_config "$deploy/env/kubelet.env" "$ETC/kubelet.env" "${settings[@]}"
+    grep -q '^RKUBE_CLUSTER_DNS=' "$(at "$ETC/kubelet.env")" ||
+        say "  note: $(at "$ETC/kubelet.env") sets no RKUBE_CLUSTER_DNS, so pods use the host's resolv.conf; set RKUBE_CLUSTER_DNS=10.96.0.10 for rkube-dns"
+    # rkube-proxy must name the node, reach the apiserver and see the pod network as the
+    # kubelet does: a new proxy.env takes those from kubelet.env (new or kept).
+    settings=()
+    for key in RKUBE_KUBECONFIG RKUBE_NODE_NAME RKUBE_CLUSTER_CIDR; do
+        value="$(env_value "$(at "$ETC/kubelet.env")" "$key")"
+        [[ -z "$value" ]] || settings+=("$key=$value")
+    done
+    install_config "$deploy/env/proxy.env" "$ETC/proxy.env" "${settings[@]}"
     # containerd is restarted only when its configuration changes: a restart is brief and
     # spares running containers, but stalls every CRI call meanwhile.
     containerd_changed=0
@@ -359,6 +448,27 @@ if [[ "$node" == 1 ]]; then
     fi
     say "installed the containerd drop-in $(at "$DROPIN") and the images into $(at "$IMAGES")"
 fi
+
+# agree FILE:KEY...: warns when those of the env files here that set their KEY disagree
+# (settings of different daemons that must be the same).
+agree() {
+    local pair file value first="" first_pair=""
+    for pair in "$@"; do
+        file="$(at "$ETC/${pair%%:*}")"
+        [[ -e "$file" ]] || continue
+        value="$(env_value "$file" "${pair#*:}")"
+        [[ -n "$value" ]] || continue
+        if [[ -z "$first_pair" ]]; then
+            first="$value"
+            first_pair="$pair"
+        elif [[ "$value" != "$first" ]]; then
+            say "warning: ${pair%%:*} says ${pair#*:}=$value, ${first_pair%%:*} says ${first_pair#*:}=$first: they must be the same"
+        fi
+    done
+}
+agree controller-manager.env:RKUBE_CLUSTER_CIDR kubelet.env:RKUBE_CLUSTER_CIDR proxy.env:RKUBE_CLUSTER_CIDR
+agree dns.env:RKUBE_DNS_SERVICE_IP kubelet.env:RKUBE_CLUSTER_DNS
+agree dns.env:RKUBE_CLUSTER_DOMAIN kubelet.env:RKUBE_CLUSTER_DOMAIN
 
 if [[ "$role" == worker ]]; then
     dest="$(at "$ETC/kubeconfig")"

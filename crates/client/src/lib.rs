@@ -44,6 +44,7 @@ pub mod config;
 pub mod controller;
 pub mod error;
 pub mod events;
+pub mod health;
 pub mod leader;
 pub mod object_ref;
 pub mod params;

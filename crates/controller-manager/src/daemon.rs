@@ -5,9 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::Router;
-use axum::http::StatusCode;
-use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -66,43 +63,18 @@ pub async fn serve_http(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     syncing: Arc<AtomicBool>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let router = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(move || {
-                let syncing = syncing.load(Ordering::Relaxed);
-                async move {
-                    if syncing {
-                        (StatusCode::SERVICE_UNAVAILABLE, "informers not synced")
-                    } else {
-                        (StatusCode::OK, "ok")
-                    }
-                }
-            }),
-        )
-        .route(
-            "/metrics",
-            get(move || {
-                let metrics = metrics.clone();
-                async move {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4; charset=utf-8",
-                        )],
-                        metrics.render(),
-                    )
-                }
-            }),
-        );
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            crate::stopped(&mut stop).await;
-        })
-        .await
+    rkube_client::health::Endpoints {
+        healthz: rkube_client::health::always(),
+        readyz: Arc::new(move || match syncing.load(Ordering::Relaxed) {
+            true => Err("informers not synced".into()),
+            false => Ok(()),
+        }),
+        metrics: Arc::new(move || metrics.render()),
+    }
+    .serve(listener, stop)
+    .await
 }
 
 /// Binds the HTTP endpoints' listener.

@@ -155,7 +155,18 @@ async fn run() -> anyhow::Result<()> {
         ttl = args.ttl,
         "serving dns"
     );
-    let publisher = publication.map(|p| tokio::spawn(p.run(client.clone(), stop.clone())));
+    // Published only once the zone is served: pods sent here before would be told that
+    // nothing exists.
+    let publisher = publication.map(|p| {
+        let zone = running.zone.clone();
+        let (client, mut stop) = (client.clone(), stop.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = zone.wait_synced() => p.run(client, stop).await,
+                _ = rkube_dns::stopped(&mut stop) => {}
+            }
+        })
+    });
     let http = tokio::spawn(rkube_dns::http::serve(
         health,
         running.zone.clone(),

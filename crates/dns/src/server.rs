@@ -111,6 +111,12 @@ impl Resolver {
         if answer == Answer::Forward {
             return Some(self.forward(&request, packet, transport, started).await);
         }
+        // Before the caches have listed, the zone is empty: an authoritative NXDOMAIN would
+        // be cached by clients and end their search list. SERVFAIL makes them retry, as
+        // CoreDNS answers until its caches have synced.
+        if !self.zone.is_synced() {
+            return Some(self.error(&request, ResponseCode::ServFail, started));
+        }
         let mut reply = reply_to(&request);
         reply.metadata.authoritative = true;
         // An ExternalName pointing outside the zone: resolve the target upstream, as CoreDNS

@@ -62,6 +62,13 @@ impl ZoneReader {
         ZoneReader { snapshot, synced }
     }
 
+    /// A reader of a snapshot whose caches have not listed yet (for tests).
+    pub fn unsynced(snapshot: Snapshot) -> ZoneReader {
+        let (_, snapshot) = watch::channel(Arc::new(snapshot));
+        let (_, synced) = watch::channel(false);
+        ZoneReader { snapshot, synced }
+    }
+
     /// The zone as of the latest rebuild.
     pub fn current(&self) -> Arc<Snapshot> {
         Arc::clone(&self.snapshot.borrow())

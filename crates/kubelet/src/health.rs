@@ -4,8 +4,6 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
-use axum::Router;
-use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -45,48 +43,21 @@ impl Health {
 pub async fn serve(
     listener: TcpListener,
     health: Arc<Health>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let ready = health.clone();
-    let metrics = health.clone();
-    let router = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(move || {
-                let h = ready.clone();
-                async move {
-                    if h.ready.load(Ordering::Relaxed) {
-                        (axum::http::StatusCode::OK, "ok".to_string())
-                    } else {
-                        let p = h
-                            .problem
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .clone();
-                        (axum::http::StatusCode::SERVICE_UNAVAILABLE, p)
-                    }
-                }
-            }),
-        )
-        .route(
-            "/metrics",
-            get(move || {
-                let m = metrics.clone();
-                async move {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4; charset=utf-8",
-                        )],
-                        m.render(),
-                    )
-                }
-            }),
-        );
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .await
+    rkube_client::health::Endpoints {
+        healthz: rkube_client::health::always(),
+        readyz: Arc::new(move || match ready.ready.load(Ordering::Relaxed) {
+            true => Ok(()),
+            false => Err(ready
+                .problem
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()),
+        }),
+        metrics: Arc::new(move || health.render()),
+    }
+    .serve(listener, stop)
+    .await
 }

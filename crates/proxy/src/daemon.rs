@@ -9,9 +9,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use axum::Router;
-use axum::http::StatusCode;
-use axum::routing::get;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -323,55 +320,19 @@ pub async fn serve_http(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let healthz = health.clone();
-    let router = Router::new()
-        .route(
-            "/healthz",
-            get(move || {
-                let h = healthz.healthy();
-                async move {
-                    match h {
-                        Ok(()) => (StatusCode::OK, "ok".to_string()),
-                        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
-                    }
-                }
-            }),
-        )
-        .route(
-            "/readyz",
-            get(move || {
-                let ready = health.ready();
-                async move {
-                    if ready {
-                        (StatusCode::OK, "ok")
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "rules not synced yet")
-                    }
-                }
-            }),
-        )
-        .route(
-            "/metrics",
-            get(move || {
-                let metrics = metrics.clone();
-                async move {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4; charset=utf-8",
-                        )],
-                        metrics.render(),
-                    )
-                }
-            }),
-        );
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .await
+    rkube_client::health::Endpoints {
+        healthz: Arc::new(move || healthz.healthy()),
+        readyz: Arc::new(move || match health.ready() {
+            true => Ok(()),
+            false => Err("rules not synced yet".into()),
+        }),
+        metrics: Arc::new(move || metrics.render()),
+    }
+    .serve(listener, stop)
+    .await
 }
 
 /// Binds the HTTP endpoints' listener.

@@ -12,6 +12,11 @@ use crate::ruleset::{Existing, FAMILY, TABLE};
 /// How much of nft's stderr an error keeps.
 const STDERR_LIMIT: usize = 4000;
 
+/// How long one nft run may take before it is killed: a hung nft would otherwise stall the
+/// sync loop. Generous, since a full sync of 10,000 Services takes seconds (and minutes
+/// with `--endpoint-selection vmap`).
+const NFT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// What went wrong running `nft`.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -23,6 +28,14 @@ pub enum Error {
         /// Why.
         #[source]
         source: std::io::Error,
+    },
+    /// nft ran longer than its time limit and was killed; nothing is known to be applied.
+    #[error("nft {action} did not finish within {seconds} s and was killed")]
+    Timeout {
+        /// What was asked.
+        action: &'static str,
+        /// The limit.
+        seconds: u64,
     },
     /// Talking to the running program failed.
     #[error("talking to nft: {0}")]
@@ -99,6 +112,21 @@ impl Nft {
     }
 
     async fn run(
+        &self,
+        action: &'static str,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> Result<String> {
+        // The child is killed when the timed-out future drops it (kill_on_drop).
+        tokio::time::timeout(NFT_TIMEOUT, self.run_once(action, args, stdin))
+            .await
+            .unwrap_or(Err(Error::Timeout {
+                action,
+                seconds: NFT_TIMEOUT.as_secs(),
+            }))
+    }
+
+    async fn run_once(
         &self,
         action: &'static str,
         args: &[&str],

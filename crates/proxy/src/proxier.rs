@@ -135,8 +135,10 @@ impl Proxier {
     pub async fn sync(&mut self, inputs: &Mutex<Inputs>) -> Result<Synced> {
         let start = Instant::now();
         self.delete_stale_chains(start).await;
-        let full = self.full_due(start);
         let changes = lock(inputs).take_changes();
+        // A re-list (after a watch gap or an apiserver restart) swaps the caches whole
+        // without saying which Services changed: only a full sync is sure to match them.
+        let full = self.full_due(start) || changes.full;
         let result = if full {
             self.sync_full(inputs).await
         } else {
@@ -253,8 +255,10 @@ impl Proxier {
         }
         self.nft.apply(&script).await.map_err(Error::Apply)?;
         let now = Instant::now();
+        // Fresh timestamps: a chain that went stale before, came back and is stale again
+        // must still wait the whole delay after its last reference went.
         for chain in tx.stale_chains() {
-            self.stale.entry(chain.clone()).or_insert(now);
+            self.stale.insert(chain.clone(), now);
         }
         Ok(script.len())
     }
@@ -405,16 +409,40 @@ mod tests {
         assert_eq!(p.stale_chains().count(), 0);
     }
 
-    #[tokio::test(start_paused = true)]
+    /// Regression: a re-list swapped the caches but the next sync was an empty partial one,
+    /// so a Service deleted during the watch gap kept its rules until the periodic sync.
+    #[tokio::test]
+    async fn a_relist_makes_the_next_sync_full() {
+        let fake = FakeNft::new();
+        let mut p = proxier(fake.nft(), Arc::new(Metrics::new()));
+        let inputs = inputs();
+        p.sync(&inputs).await.expect("first sync");
+        assert_eq!(p.ruleset().len(), 1);
+        // The watch comes back with a list in which the Service is gone.
+        lock(&inputs).apply_service(Event::Init);
+        lock(&inputs).apply_service(Event::InitDone);
+        let after = p.sync(&inputs).await.expect("sync after the re-list");
+        assert!(after.full, "a re-list asks for a full sync");
+        assert_eq!(p.ruleset().len(), 0, "the deleted Service's rules are gone");
+    }
+
+    #[tokio::test]
     async fn full_syncs_come_back_every_sync_period() {
         let fake = FakeNft::new();
         let mut p = proxier(fake.nft(), Arc::new(Metrics::new()));
         let inputs = inputs();
         assert!(p.full_due(Instant::now()));
         p.sync(&inputs).await.expect("first sync");
+        // Paused only now: with time paused from the start, the runtime would jump to the
+        // nft time limit while waiting for the (real) process.
+        tokio::time::pause();
         assert!(!p.full_due(Instant::now()));
         let due = p.next_due().expect("a periodic sync is scheduled");
-        assert_eq!(due - Instant::now(), Duration::from_secs(3600));
+        let left = due - Instant::now();
+        assert!(
+            left <= Duration::from_secs(3600) && left > Duration::from_secs(3590),
+            "the next full sync is a sync period after the first, {left:?} from now"
+        );
         tokio::time::advance(Duration::from_secs(3600)).await;
         assert!(p.full_due(Instant::now()));
     }

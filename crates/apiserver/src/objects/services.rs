@@ -476,6 +476,14 @@ impl ServiceAllocator {
             }
             _ => {}
         }
+        if ip == "None" && matches!(service_type, "NodePort" | "LoadBalancer") {
+            causes.invalid.push(StatusCause::invalid(
+                "spec.clusterIPs[0]",
+                "None",
+                "may not be set to 'None' for LoadBalancer services or NodePort",
+            ));
+            return;
+        }
         let was_external = old_spec.is_some_and(|s| s["type"] == "ExternalName");
         match old_ip.filter(|_| !was_external) {
             // An update: the address is kept, and an empty one (a PUT without it) means
@@ -568,7 +576,11 @@ impl ServiceAllocator {
         spec: &mut Value,
         causes: &mut Problems,
     ) {
-        let needs_ports = match service_type {
+        // NodePort and LoadBalancer Services may have node ports; a LoadBalancer with
+        // `allocateLoadBalancerNodePorts: false` keeps and honours them but gets none
+        // automatically.
+        let needs_ports = matches!(service_type, "NodePort" | "LoadBalancer");
+        let auto_ports = match service_type {
             "NodePort" => true,
             "LoadBalancer" => spec["allocateLoadBalancerNodePorts"].as_bool() != Some(false),
             _ => false,
@@ -634,6 +646,7 @@ impl ServiceAllocator {
                 },
             };
             let port = match wanted {
+                None if !auto_ports => continue,
                 Some(n) => match self.take_port(r, n) {
                     Ok(n) => n,
                     Err(detail) => {

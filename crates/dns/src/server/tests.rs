@@ -208,3 +208,17 @@ async fn sockets_bind_udp_and_tcp_on_one_free_port() {
     assert_ne!(addr.port(), 0);
     assert_eq!(sockets.tcp.local_addr().unwrap(), addr);
 }
+
+#[tokio::test]
+async fn before_the_caches_list_cluster_names_are_servfail_not_nxdomain() {
+    let resolver = Resolver::new(
+        ZoneReader::unsynced(Snapshot::build("cluster.local", 5, 1, &[], &[])),
+        Forwarder::new(Vec::new(), Duration::from_millis(100)),
+        Arc::new(Metrics::new()),
+    );
+    let q = query("web.default.svc.cluster.local.", RecordType::A);
+    let reply = ask(&resolver, &q, Transport::Udp).await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::ServFail);
+    assert!(!reply.metadata.authoritative);
+    assert!(reply.answers.is_empty());
+}

@@ -375,3 +375,32 @@ fn repair_rebuilds_the_tables_and_reports_what_it_cannot_take() {
     assert!(a.holds_ip(Ipv4Addr::new(10, 96, 0, 7)));
     assert_eq!(a.in_use(), (2, 1));
 }
+
+#[test]
+fn a_headless_node_port_service_is_refused() {
+    let a = allocator("10.96.0.0/24", "30000-32767");
+    let refused = a
+        .admit(
+            None,
+            &mut svc("h", json!({"type": "NodePort", "clusterIP": "None", "ports": [{"port": 80, "protocol": "TCP"}]})),
+        )
+        .unwrap_err();
+    assert!(messages(refused)[0].contains("may not be set to 'None'"));
+    assert_eq!(a.in_use(), (0, 0));
+}
+
+#[test]
+fn a_load_balancer_without_automatic_node_ports_keeps_explicit_ones_only() {
+    let a = allocator("10.96.0.0/24", "30000-32767");
+    let mut lb = svc(
+        "lb",
+        json!({"type": "LoadBalancer", "allocateLoadBalancerNodePorts": false, "ports": [
+            {"name": "a", "port": 80, "protocol": "TCP", "nodePort": 30080},
+            {"name": "b", "port": 443, "protocol": "TCP"},
+        ]}),
+    );
+    create(&a, &mut lb).unwrap();
+    assert_eq!(lb["spec"]["ports"][0]["nodePort"], 30080);
+    assert!(lb["spec"]["ports"][1].get("nodePort").is_none());
+    assert_eq!(a.in_use(), (1, 1));
+}

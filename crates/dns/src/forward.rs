@@ -125,6 +125,9 @@ impl Forwarder {
     }
 }
 
+/// The largest UDP answer relayed.
+const MAX_UDP_ANSWER: usize = 4096;
+
 /// One UDP exchange; answers whose ID differs (late answers to someone else) are skipped.
 async fn exchange_udp(upstream: SocketAddr, query: &[u8]) -> Result<Vec<u8>> {
     let io = |source| Error::Io { upstream, source };
@@ -135,7 +138,10 @@ async fn exchange_udp(upstream: SocketAddr, query: &[u8]) -> Result<Vec<u8>> {
     let socket = UdpSocket::bind(local).await.map_err(io)?;
     socket.connect(upstream).await.map_err(io)?;
     socket.send(query).await.map_err(io)?;
-    let mut buf = vec![0u8; 65_535];
+    // A UDP answer is at most the EDNS size the client offered, which resolvers cap at
+    // 4096 (RFC 6891 suggests it); a bigger datagram is cut and, past 512 bytes anyway,
+    // the client retries over TCP. Not 64 KiB per query in flight.
+    let mut buf = vec![0u8; MAX_UDP_ANSWER];
     loop {
         let n = socket.recv(&mut buf).await.map_err(io)?;
         if n >= 12 && buf[..2] == query[..2] {

@@ -233,7 +233,9 @@ async fn watch_services(
     mut stop: watch::Receiver<bool>,
 ) {
     let api: Api<Service> = Api::all(client);
-    let stream = watcher::watcher(api, watcher::Config::default())
+    // As upstream: a Service labelled for another proxy is not ours to program.
+    let config = watcher::Config::default().labels("!service.kubernetes.io/service-proxy-name");
+    let stream = watcher::watcher(api, config)
         .default_backoff()
         .map(|e| e.map(|e| e.map(watcher::strip_managed_fields)));
     futures::pin_mut!(stream);

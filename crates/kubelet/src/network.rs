@@ -248,7 +248,7 @@ pub struct Report {
     pub replaced: usize,
     /// Stale routes deleted.
     pub deleted: usize,
-    /// Route changes that failed (logged; retried at the next full reconcile).
+    /// Route changes that failed (logged; retried with backoff).
     pub failed: usize,
     /// Whether IP forwarding had to be turned on.
     pub enabled_forwarding: bool,
@@ -414,8 +414,16 @@ impl LoopState {
                     ?report,
                     "pod network reconciled"
                 );
-                self.applied = Some(desired);
-                self.failures = 0;
+                if report.failed > 0 {
+                    // Some routes could not be made (e.g. a gateway not reachable yet):
+                    // retried soon, with backoff, rather than at the next resync.
+                    self.applied = None;
+                    self.failures = self.failures.saturating_add(1);
+                    self.next = Some((Instant::now() + retry_delay(self.failures), true));
+                } else {
+                    self.applied = Some(desired);
+                    self.failures = 0;
+                }
             }
             Err(e) => {
                 self.applied = None;

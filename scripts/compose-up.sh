@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds rkube's images from this checkout and starts the docker-compose cluster of
-# deploy/compose (apiserver, scheduler, controller-manager, three nodes), then waits until
-# the apiserver answers and every node is Ready. Run as root.
+# deploy/compose (apiserver, scheduler, controller-manager, cluster DNS, three nodes with
+# the kubelet and rkube-proxy), then waits until the apiserver answers and every node is
+# Ready. Run as root.
 #   scripts/compose-up.sh            build (cargo, images) and start
 #   scripts/compose-up.sh --no-build start the images built last time
 # No image is pulled: the Debian base image is made with debootstrap when Docker lacks it
@@ -34,7 +35,8 @@ if ((build)); then
     timing "base image" "$phase_start"
 
     phase_start=$SECONDS
-    cargo build --release --quiet -p rkube-apiserver -p rkube-scheduler -p rkube-controller-manager -p rkube-kubelet
+    cargo build --release --quiet -p rkube-apiserver -p rkube-scheduler -p rkube-controller-manager \
+        -p rkube-kubelet -p rkube-proxy -p rkube-dns
     timing "cargo build --release" "$phase_start"
 
     phase_start=$SECONDS
@@ -48,12 +50,12 @@ if ((build)); then
     mkdir -p "$ctx/control/bin" "$ctx/node/bin" "$ctx/node/images"
     # Without the line tables of the release profile: a fifth of the size.
     stage() { strip --strip-debug -o "$2/$1" "$release/$1" || cp -p "$release/$1" "$2/$1"; }
-    for daemon in rkube-apiserver rkube-scheduler rkube-controller-manager; do
+    for daemon in rkube-apiserver rkube-scheduler rkube-controller-manager rkube-dns; do
         stage "$daemon" "$ctx/control/bin"
     done
-    stage rkube-kubelet "$ctx/node/bin"
-    # rkube-proxy runs on every node once it exists (the node entrypoint starts it).
-    if [[ -x "$release/rkube-proxy" ]]; then stage rkube-proxy "$ctx/node/bin"; fi
+    for daemon in rkube-kubelet rkube-proxy; do
+        stage "$daemon" "$ctx/node/bin"
+    done
     cp -p "${archives[@]}" "$ctx/node/images/"
     cp -p deploy/compose/rkube-kubeconfig "$ctx/control/"
     cp -p deploy/compose/rkube-kubeconfig deploy/compose/node-entrypoint "$ctx/node/"

@@ -1,7 +1,8 @@
 # The node image, as kind's: containerd, runc, the CNI plugins and the netfilter tools from
-# Debian, rkube-kubelet (and rkube-proxy once it exists) built on the host, the pause and
-# busybox OCI archives, and an entrypoint that runs and supervises them. The packages come
-# first so the layer stays cached while the binaries change.
+# Debian (nft for rkube-proxy and the kubelet's masquerade table), rkube-kubelet and
+# rkube-proxy built on the host, the pause and busybox OCI archives, and an entrypoint that
+# runs and supervises them. The packages come first so the layer stays cached while the
+# binaries change.
 ARG BASE=rkube.local/debian:bookworm
 FROM ${BASE}
 RUN apt-get update \

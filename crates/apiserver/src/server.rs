@@ -486,18 +486,21 @@ pub async fn advertise_address(flag: Option<IpAddr>, bind: IpAddr) -> IpAddr {
     if !bind.is_unspecified() {
         return bind;
     }
-    let out = tokio::process::Command::new("ip")
-        .args(["-4", "route", "get", "1.1.1.1"])
-        .output()
-        .await;
-    out.ok()
-        .and_then(|o| {
-            let text = String::from_utf8_lossy(&o.stdout).to_string();
-            let mut words = text.split_whitespace();
-            words.find(|w| *w == "src")?;
-            words.next()?.parse().ok()
-        })
+    default_route_source()
+        .await
         .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+/// The address this machine sends from towards the internet: "connecting" a UDP socket
+/// makes the kernel pick a route and a source address, and sends nothing (so no `ip`
+/// command is needed, which container images may lack).
+async fn default_route_source() -> Option<IpAddr> {
+    let socket = tokio::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+        .await
+        .ok()?;
+    socket.connect((Ipv4Addr::new(1, 1, 1, 1), 53)).await.ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then_some(ip)
 }
 
 /// The `kubernetes` Service in `default` at the first address of the service range, port
@@ -655,6 +658,26 @@ async fn run_compactor(
             && let Err(e) = store.compact(floor).await
         {
             tracing::warn!(error = %e, floor, "compaction failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_advertised_address_is_the_flag_else_the_bind_address_else_a_routed_one() {
+        let flag: IpAddr = "192.0.2.9".parse().unwrap();
+        let bind: IpAddr = "192.0.2.10".parse().unwrap();
+        assert_eq!(advertise_address(Some(flag), bind).await, flag);
+        assert_eq!(advertise_address(None, bind).await, bind);
+        let picked = advertise_address(None, IpAddr::V4(Ipv4Addr::UNSPECIFIED)).await;
+        assert!(!picked.is_unspecified(), "{picked}");
+        // Where the machine has a default route, its source address; else loopback.
+        match default_route_source().await {
+            Some(source) => assert_eq!(picked, source),
+            None => assert_eq!(picked, IpAddr::V4(Ipv4Addr::LOCALHOST)),
         }
     }
 }

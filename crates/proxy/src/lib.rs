@@ -9,6 +9,7 @@
 //! - [`metrics`]: the Prometheus metrics.
 //! - [`daemon`]: the watches, the batching sync loop, health and metrics endpoints.
 //! - [`netns`]: a throw-away network namespace for tests and benchmarks.
+//! - [`testbed`]: a node and its pods in such namespaces, wired as a CNI plugin would.
 //!
 //! IPv4 only: one table, `table ip rkube-proxy`; nothing outside it is ever touched.
 
@@ -20,3 +21,4 @@ pub mod netns;
 pub mod nft;
 pub mod proxier;
 pub mod ruleset;
+pub mod testbed;

@@ -19,6 +19,7 @@ use rkube_proxy::netns::ScratchNetns;
 use rkube_proxy::nft::Nft;
 use rkube_proxy::proxier::Proxier;
 use rkube_proxy::ruleset::{Config, EndpointSelection};
+use rkube_proxy::testbed::Node;
 use serde_json::json;
 
 /// `Some(reason)` when this machine cannot run the tests: then they pass only if
@@ -417,50 +418,32 @@ impl Drop for Child {
     }
 }
 
-/// Runs `ip -n <ns> <args>` (`args` split at spaces).
-fn ip(ns: &ScratchNetns, args: &str) {
-    let mut all = vec!["ip", "-n", ns.name()];
-    all.extend(args.split_whitespace());
-    sh(&all);
-}
-
 #[tokio::test]
 async fn traffic_reaches_pods_through_cluster_ip_node_port_and_hairpin() {
     if !require(&["ip", "nft", "busybox", "curl"]) {
         return;
     }
     // client (192.168.77.2) ── node (192.168.77.1, 10.244.1.1, the rules) ── pod (10.244.1.2)
-    let node = netns("node");
-    let pod = netns("pod");
-    let client = netns("client");
-    ip(
-        &node,
-        &format!(
-            "link add eth-pod type veth peer name eth0 netns {}",
-            pod.name()
-        ),
-    );
-    ip(&node, "addr add 10.244.1.1/24 dev eth-pod");
-    ip(&node, "link set eth-pod up");
-    ip(
-        &node,
-        &format!(
-            "link add ext0 type veth peer name ext1 netns {}",
-            client.name()
-        ),
-    );
-    ip(&node, "addr add 192.168.77.1/24 dev ext0");
-    ip(&node, "link set ext0 up");
-    ip(&node, "route add default via 192.168.77.2");
-    in_ns(&node, &["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]);
-    ip(&pod, "addr add 10.244.1.2/24 dev eth0");
-    ip(&pod, "link set eth0 up");
-    ip(&pod, "route add default via 10.244.1.1");
-    ip(&client, "addr add 192.168.77.2/24 dev ext1");
-    ip(&client, "link set ext1 up");
+    let mut testbed = Node::create(
+        &format!("rkube-proxy-test-{}-traffic", std::process::id()),
+        Ipv4Addr::new(10, 244, 1, 1),
+    )
+    .expect("creating the node's netns");
+    let pod = testbed
+        .add_pod("pod", Ipv4Addr::new(10, 244, 1, 2))
+        .expect("creating the pod");
     // The client routes the service range through the node, as a router in front of a
     // cluster may.
-    ip(&client, "route add 10.96.0.0/12 via 192.168.77.1");
+    let client = testbed
+        .add_outside_host(
+            "client",
+            Ipv4Addr::new(192, 168, 77, 1),
+            Ipv4Addr::new(192, 168, 77, 2),
+            24,
+            &["10.96.0.0/12"],
+        )
+        .expect("creating the client");
+    let (node, pod, client) = (testbed.netns(), pod.netns(), client.netns());
 
     let www = tempfile::tempdir().expect("a web root");
     std::fs::write(www.path().join("index.html"), "hello from the pod\n")
@@ -485,7 +468,7 @@ async fn traffic_reaches_pods_through_cluster_ip_node_port_and_hairpin() {
     eventually(
         Duration::from_secs(5),
         "the pod's web server answers",
-        || curl(&pod, "http://10.244.1.2:8080/"),
+        || curl(pod, "http://10.244.1.2:8080/"),
     )
     .await;
 
@@ -515,30 +498,30 @@ async fn traffic_reaches_pods_through_cluster_ip_node_port_and_hairpin() {
             ),
         ],
     );
-    let mut proxier = new_proxier(&node, EndpointSelection::Cascade);
+    let mut proxier = new_proxier(node, EndpointSelection::Cascade);
     proxier.sync(&inputs).await.expect("rules apply");
 
     let hello = "hello from the pod\n";
     for (from, url, what) in [
-        (&node, "http://10.96.0.10/", "cluster IP from the node"),
+        (node, "http://10.96.0.10/", "cluster IP from the node"),
         (
-            &node,
+            node,
             "http://192.168.77.1:30080/",
             "node port from the node",
         ),
-        (&pod, "http://10.96.0.10/", "the pod to itself (hairpin)"),
+        (pod, "http://10.96.0.10/", "the pod to itself (hairpin)"),
         (
-            &client,
+            client,
             "http://192.168.77.1:30080/",
             "node port from off the node",
         ),
         (
-            &client,
+            client,
             "http://10.96.0.10/",
             "cluster IP from off the cluster",
         ),
         (
-            &client,
+            client,
             "http://192.168.77.1:30081/",
             "Local node port with a local endpoint",
         ),
@@ -548,12 +531,12 @@ async fn traffic_reaches_pods_through_cluster_ip_node_port_and_hairpin() {
     }
 
     // curl's 7 is "could not connect" (refused at once); a drop times out (28).
-    let err = curl(&node, "http://10.96.0.12/").expect_err("no endpoints: rejected");
+    let err = curl(node, "http://10.96.0.12/").expect_err("no endpoints: rejected");
     assert!(
         err.contains("curl: (7)"),
         "a Service without endpoints is rejected (ICMP port unreachable), not dropped: {err}"
     );
-    let err = curl(&client, "http://192.168.77.1:30082/").expect_err("no local endpoint");
+    let err = curl(client, "http://192.168.77.1:30082/").expect_err("no local endpoint");
     assert!(
         err.contains("curl: (28)"),
         "a Local node port without a local endpoint drops outside traffic: {err}"

@@ -3,6 +3,13 @@
 //! network namespace (needs root and nft). Prints the median of each.
 //!
 //! `rkube-proxy-bench --services 1000,10000 --endpoints 4 --iterations 5`
+//!
+//! `rkube-proxy-bench traffic` measures HTTP throughput and latency through a ClusterIP
+//! against the same pod reached directly (see [`traffic`]).
+
+// Beside this file, not in `src/bin/`, where Cargo would take it for a binary of its own.
+#[path = "rkube-proxy-bench/traffic.rs"]
+mod traffic;
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -14,10 +21,14 @@ use rkube_proxy::netns::ScratchNetns;
 use rkube_proxy::nft::Nft;
 use rkube_proxy::ruleset::{Config, EndpointSelection, Existing, PortRules, Ruleset, Transaction};
 
-/// Measures rule generation and `nft -f` for many Services.
+/// Measures rule generation and `nft -f` for many Services (or, with `traffic`, traffic
+/// through a ClusterIP).
 #[derive(Debug, Parser)]
 #[command(name = "rkube-proxy-bench")]
 struct Args {
+    /// Another benchmark instead of the sync one.
+    #[command(subcommand)]
+    mode: Option<Mode>,
     /// Service counts to measure (comma-separated).
     #[arg(long, default_value = "1000,10000", value_delimiter = ',')]
     services: Vec<usize>,
@@ -36,6 +47,19 @@ struct Args {
     /// Write the last full-sync script of each size to `PREFIX-N.nft`.
     #[arg(long)]
     dump: Option<String>,
+}
+
+/// The benchmarks other than the sync one, and the processes they run in namespaces.
+#[derive(Debug, clap::Subcommand)]
+enum Mode {
+    /// Throughput and latency through a ClusterIP versus directly to the pod IP.
+    Traffic(traffic::Args),
+    /// The HTTP server of `traffic` (run inside the server pod's namespace).
+    #[command(hide = true)]
+    Serve(traffic::ServeArgs),
+    /// The load generator of `traffic` (run inside the client pod's namespace).
+    #[command(hide = true)]
+    Load(traffic::LoadArgs),
 }
 
 fn port(i: usize, endpoints: usize, generation: usize) -> ServicePort {
@@ -91,6 +115,12 @@ fn ms(d: Duration) -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    match args.mode {
+        Some(Mode::Traffic(a)) => return traffic::run(a).await,
+        Some(Mode::Serve(a)) => return traffic::serve(a).await,
+        Some(Mode::Load(a)) => return traffic::load(a).await,
+        None => {}
+    }
     let config = Config {
         cluster_cidr: "10.244.0.0/16".parse().context("cluster CIDR")?,
         endpoint_selection: args.endpoint_selection,

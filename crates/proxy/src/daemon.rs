@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use rkube_client::watcher::{self, Event};
 use rkube_client::{Api, Client, WatchStreamExt};
 use tokio::net::TcpListener;
@@ -115,16 +116,24 @@ pub async fn run(
     let inputs = Arc::new(Mutex::new(Inputs::new()));
     let notify = Arc::new(Notify::new());
     let watches = [
-        tokio::spawn(watch_services(
-            client.clone(),
+        tokio::spawn(watch_into(
+            Api::<Service>::all(client.clone()),
+            // As upstream: a Service labelled for another proxy is not ours to program.
+            watcher::Config::default().labels("!service.kubernetes.io/service-proxy-name"),
+            "services",
             inputs.clone(),
             notify.clone(),
+            |inputs, event| inputs.apply_service(event),
             stop.clone(),
         )),
-        tokio::spawn(watch_slices(
-            client.clone(),
+        tokio::spawn(watch_into(
+            Api::<EndpointSlice>::all(client.clone()),
+            // Only slices managed for a Service: the label names it.
+            watcher::Config::default().labels(SERVICE_NAME_LABEL),
+            "endpointslices",
             inputs.clone(),
             notify.clone(),
+            |inputs, event| inputs.apply_slice(event, SystemTime::now()),
             stop.clone(),
         )),
         tokio::spawn(watch_node(client, settings.node.clone(), stop.clone())),
@@ -226,15 +235,25 @@ fn lock(inputs: &Mutex<Inputs>) -> std::sync::MutexGuard<'_, Inputs> {
     inputs.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-async fn watch_services(
-    client: Client,
+/// Feeds the watch of `api` (as `config` selects) into `inputs` with `apply`, waking the
+/// sync loop on every event but those of a list in progress, until `stop`.
+async fn watch_into<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    what: &'static str,
     inputs: Arc<Mutex<Inputs>>,
     notify: Arc<Notify>,
+    apply: fn(&mut Inputs, Event<K>),
     mut stop: watch::Receiver<bool>,
-) {
-    let api: Api<Service> = Api::all(client);
-    // As upstream: a Service labelled for another proxy is not ours to program.
-    let config = watcher::Config::default().labels("!service.kubernetes.io/service-proxy-name");
+) where
+    K: k8s_openapi::Metadata<Ty = ObjectMeta>
+        + k8s_openapi::serde::Serialize
+        + k8s_openapi::serde::de::DeserializeOwned
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+{
     let stream = watcher::watcher(api, config)
         .default_backoff()
         .map(|e| e.map(|e| e.map(watcher::strip_managed_fields)));
@@ -248,44 +267,12 @@ async fn watch_services(
             None => return,
             Some(Ok(event)) => {
                 let signal = !matches!(event, Event::Init | Event::InitApply(_));
-                lock(&inputs).apply_service(event);
+                apply(&mut lock(&inputs), event);
                 if signal {
                     notify.notify_one();
                 }
             }
-            Some(Err(e)) => warn!(error = %e, "service watch failed"),
-        }
-    }
-}
-
-async fn watch_slices(
-    client: Client,
-    inputs: Arc<Mutex<Inputs>>,
-    notify: Arc<Notify>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let api: Api<EndpointSlice> = Api::all(client);
-    // Only slices managed for a Service: the label names it.
-    let config = watcher::Config::default().labels(SERVICE_NAME_LABEL);
-    let stream = watcher::watcher(api, config)
-        .default_backoff()
-        .map(|e| e.map(|e| e.map(watcher::strip_managed_fields)));
-    futures::pin_mut!(stream);
-    loop {
-        let event = tokio::select! {
-            e = stream.next() => e,
-            _ = stop.wait_for(|s| *s) => return,
-        };
-        match event {
-            None => return,
-            Some(Ok(event)) => {
-                let signal = !matches!(event, Event::Init | Event::InitApply(_));
-                lock(&inputs).apply_slice(event, SystemTime::now());
-                if signal {
-                    notify.notify_one();
-                }
-            }
-            Some(Err(e)) => warn!(error = %e, "endpointslice watch failed"),
+            Some(Err(e)) => warn!(error = %e, watch = what, "watch failed"),
         }
     }
 }

@@ -67,5 +67,5 @@ pub use params::{
 };
 pub use reflector::{Store, Writer};
 pub use stream_ext::WatchStreamExt;
-pub use watcher::watcher;
+pub use watcher::{Watched, watcher};
 pub use workqueue::WorkQueue;

@@ -184,6 +184,32 @@ pub fn strip_managed_fields<K: k8s_openapi::Metadata<Ty = ObjectMeta>>(mut obj: 
     obj
 }
 
+/// A kind that can be listed, watched and cached: what [`watcher`], the reflector and the
+/// daemons' informers need of an object type, spelled once.
+pub trait Watched:
+    k8s_openapi::Metadata<Ty = ObjectMeta>
+    + k8s_openapi::Resource
+    + Serialize
+    + DeserializeOwned
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Watched for K where
+    K: k8s_openapi::Metadata<Ty = ObjectMeta>
+        + k8s_openapi::Resource
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// Watches `api` as the module documentation describes: an endless stream of events and
 /// errors. Wrap it in a backoff before use, e.g. `watcher(api, cfg).default_backoff()`.
 pub fn watcher<K>(api: Api<K>, config: Config) -> impl Stream<Item = Result<Event<K>>> + Send

@@ -21,39 +21,14 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use futures::StreamExt;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use rkube_client::watcher::{self, Event};
 use rkube_client::{Api, Client, WatchStreamExt};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::warn;
 
 /// What the informers can hold: a Kubernetes object type with standard metadata.
-pub trait Object:
-    k8s_openapi::Metadata<Ty = ObjectMeta>
-    + k8s_openapi::Resource
-    + Serialize
-    + DeserializeOwned
-    + Clone
-    + Send
-    + Sync
-    + 'static
-{
-}
-
-impl<K> Object for K where
-    K: k8s_openapi::Metadata<Ty = ObjectMeta>
-        + k8s_openapi::Resource
-        + Serialize
-        + DeserializeOwned
-        + Clone
-        + Send
-        + Sync
-        + 'static
-{
-}
+pub use rkube_client::Watched as Object;
 
 /// One change to a cached object, as subscribers see it.
 #[derive(Debug)]
@@ -433,6 +408,7 @@ impl Informers {
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::Pod;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     use std::sync::Mutex;
 
     fn pod(ns: &str, name: &str, rv: &str) -> Pod {

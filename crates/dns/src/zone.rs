@@ -10,9 +10,6 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use k8s_openapi::serde::Serialize;
-use k8s_openapi::serde::de::DeserializeOwned;
 use rkube_client::reflector::{self, Store};
 use rkube_client::{Api, Client, WatchStreamExt, watcher};
 use tokio::sync::{Notify, watch};
@@ -21,31 +18,6 @@ use tracing::{debug, info, warn};
 
 use crate::metrics::Metrics;
 use crate::records::Snapshot;
-
-/// A kind the zone watches: what the watcher and reflector need, spelled once.
-pub trait WatchedObject:
-    k8s_openapi::Metadata<Ty = ObjectMeta>
-    + k8s_openapi::Resource
-    + Serialize
-    + DeserializeOwned
-    + Clone
-    + Send
-    + Sync
-    + 'static
-{
-}
-
-impl<K> WatchedObject for K where
-    K: k8s_openapi::Metadata<Ty = ObjectMeta>
-        + k8s_openapi::Resource
-        + Serialize
-        + DeserializeOwned
-        + Clone
-        + Send
-        + Sync
-        + 'static
-{
-}
 
 /// A cheap, cloneable reader of the current zone.
 #[derive(Debug, Clone)]
@@ -151,7 +123,7 @@ pub fn start(
 }
 
 /// Lists and watches every `K` into a cache, ringing `changed` after each change.
-fn informer<K: WatchedObject>(
+fn informer<K: rkube_client::Watched>(
     client: &Client,
     changed: Arc<Notify>,
     mut stop: watch::Receiver<bool>,

@@ -12,7 +12,6 @@ use std::time::{Duration, SystemTime};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use rkube_client::watcher::{self, Event};
 use rkube_client::{Api, Client, WatchStreamExt};
 use tokio::net::TcpListener;
@@ -246,13 +245,7 @@ async fn watch_into<K>(
     apply: fn(&mut Inputs, Event<K>),
     mut stop: watch::Receiver<bool>,
 ) where
-    K: k8s_openapi::Metadata<Ty = ObjectMeta>
-        + k8s_openapi::serde::Serialize
-        + k8s_openapi::serde::de::DeserializeOwned
-        + Clone
-        + Send
-        + Sync
-        + 'static,
+    K: rkube_client::Watched,
 {
     let stream = watcher::watcher(api, config)
         .default_backoff()

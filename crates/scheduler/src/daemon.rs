@@ -9,11 +9,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use rkube_client::watcher::{self, Event};
 use rkube_client::{Api, Client, Recorder, WatchStreamExt};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tracing::warn;
@@ -92,14 +89,7 @@ async fn inform<K>(
     wrap: fn(Event<K>) -> Update,
     mut stop: watch::Receiver<bool>,
 ) where
-    K: k8s_openapi::Metadata<Ty = ObjectMeta>
-        + k8s_openapi::Resource
-        + Serialize
-        + DeserializeOwned
-        + Clone
-        + Send
-        + Sync
-        + 'static,
+    K: rkube_client::Watched,
 {
     let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
     futures::pin_mut!(stream);

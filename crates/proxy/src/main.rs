@@ -13,7 +13,7 @@ use rkube_client::{Client, ClientConfig};
 use rkube_proxy::daemon::{self, Health, Settings};
 use rkube_proxy::metrics::Metrics;
 use rkube_proxy::nft::Nft;
-use rkube_proxy::ruleset::{Config, EndpointSelection, Ipv4Cidr};
+use rkube_proxy::ruleset::{Config, Ipv4Cidr};
 use tokio::sync::watch;
 use tracing::info;
 
@@ -40,16 +40,14 @@ struct Args {
     /// The pod network: cluster-IP traffic from outside it is masqueraded.
     #[arg(long, env = "RKUBE_CLUSTER_CIDR", default_value = "10.244.0.0/16")]
     cluster_cidr: Ipv4Cidr,
-    /// How a Service picks an endpoint: `cascade` (one `numgen` rule per endpoint, each
-    /// taking an equal share, as iptables mode does) or `vmap` (upstream's `numgen random
-    /// mod N vmap`, one anonymous map per Service, which nft loads 25 times slower at
-    /// 10,000 Services; see docs/benchmarks.md).
+    /// The apiserver's service range: cluster-IP traffic from outside the pod network is
+    /// masqueraded.
     #[arg(
         long,
-        env = "RKUBE_PROXY_ENDPOINT_SELECTION",
-        default_value = "cascade"
+        env = "RKUBE_SERVICE_CLUSTER_IP_RANGE",
+        default_value = "10.96.0.0/12"
     )]
-    endpoint_selection: EndpointSelection,
+    service_cluster_ip_range: Ipv4Cidr,
     /// The least time between two syncs; changes within it are applied together.
     #[arg(long, env = "RKUBE_PROXY_MIN_SYNC_PERIOD", default_value = "1s", value_parser = parse_duration)]
     min_sync_period: Duration,
@@ -138,6 +136,7 @@ async fn run() -> anyhow::Result<()> {
     info!(
         node = %node,
         cluster_cidr = %args.cluster_cidr,
+        service_cidr = %args.service_cluster_ip_range,
         min_sync_period_ms = args.min_sync_period.as_millis() as u64,
         sync_period_s = args.sync_period.as_secs(),
         "starting"
@@ -146,7 +145,7 @@ async fn run() -> anyhow::Result<()> {
         node,
         config: Config {
             cluster_cidr: args.cluster_cidr,
-            endpoint_selection: args.endpoint_selection,
+            service_cidr: args.service_cluster_ip_range,
         },
         min_sync_period: args.min_sync_period,
         sync_period: args.sync_period,

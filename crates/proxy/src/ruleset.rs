@@ -2,26 +2,28 @@
 //! sync or as the difference to what was programmed before. Pure: no I/O.
 //!
 //! The layout is upstream kube-proxy's nftables mode (pkg/proxy/nftables/proxier.go), in
-//! one table of rkube's own, `table ip rkube-proxy` (IPv4 only):
+//! one table of rkube's own, `table ip rkube-proxy` (IPv4 only), without its per-endpoint
+//! chains (see [`balance`] for why):
 //!
 //! ```text
 //! nat-prerouting, nat-output (dstnat)  ─ jump services
-//! services: ip daddr . meta l4proto . th dport vmap @service-ips
+//! services: to the service range from outside the pod network: mark 0x4000
+//!           ip daddr . meta l4proto . th dport vmap @service-ips
 //!           fib daddr type local, not 127/8: meta l4proto . th dport vmap @service-nodeports
 //! service-ips / service-nodeports ─▶ service-… | local-… (cluster IP, by traffic policy)
 //!                                 └▶ external-… (external IPs and node ports)
-//! service-… / local-…: [ip saddr @affinity-… goto endpoint-…]*
-//!                      numgen random mod N vmap { 0 : goto endpoint-…, … }
-//! endpoint-…: hairpin masquerade mark, [update @affinity-… { ip saddr }], dnat to IP:port
+//! service-… / local-…: [ip saddr @affinity-… update @affinity-… dnat to IP:port]*
+//!                      numgen random mod N 0 [update @affinity-…] dnat to IP:port, …
 //! filter-input, filter-forward (dstnat-10), filter-output-post-dnat (dstnat+10):
 //!   ct state new jump endpoints-check ─ vmap @no-endpoint-services / @no-endpoint-nodeports
 //!   ─▶ goto reject-chain (`reject`: ICMP port unreachable) or drop (Local policy, no
 //!   local endpoint)
-//! nat-postrouting (srcnat) ─ jump masquerading: packets marked 0x4000 are masqueraded
+//! nat-postrouting (srcnat) ─ DNATed to itself (source . destination in @hairpin): mark
+//!                          ─ jump masquerading: packets marked 0x4000 are masqueraded
 //! ```
 //!
 //! Per-Service chains are named `<kind>-<hash>-<namespace>/<name>/<protocol>/<port name>`
-//! (endpoint chains and affinity sets append `__<ip>/<port>`), with an 8-character FNV-1a
+//! (affinity sets are `affinity-<hash>-…__<ip>/<port>`), with an 8-character FNV-1a
 //! hash as upstream puts a SHA-256 prefix there: readable, and unique even if truncated.
 //! The affinity set's hash also covers the timeout, so a changed timeout makes a new set
 //! instead of an `add set` that conflicts with the old definition.
@@ -31,7 +33,7 @@
 //! there is never a moment without rules and conntrack's NAT state keeps established
 //! connections working; affinity sets keep their entries (flushing a table flushes rules,
 //! not set elements). [`Ruleset::update`] records one Service port's new rules in a
-//! [`Transaction`] that touches only the chains, sets and map elements that changed.
+//! [`Transaction`] that touches only the chains, sets and elements that changed.
 //!
 //! Chains that are no longer used are flushed at once but deleted later
 //! ([`Transaction::stale_chains`]): on kernels before 6.2 a chain stays referenced for a
@@ -100,36 +102,6 @@ impl fmt::Display for Ipv4Cidr {
     }
 }
 
-/// How a service chain picks one of N endpoints for a new connection.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum EndpointSelection {
-    /// Upstream's `numgen random mod N vmap { 0 : goto …, … }`: one random draw and one
-    /// anonymous verdict map per chain. The kernel names every anonymous map by scanning
-    /// the table's sets, so loading many of them is quadratic: 10,000 Services take
-    /// minutes to load in one transaction.
-    #[default]
-    Vmap,
-    /// iptables mode's cascade, one rule per endpoint without any set:
-    /// `numgen random mod N 0 goto e1`, `numgen random mod N-1 0 goto e2`, …, `goto eN`.
-    /// The same uniform choice (each rule takes its endpoint with probability
-    /// 1/(endpoints left)), and loading stays linear in the number of Services.
-    Cascade,
-}
-
-impl FromStr for EndpointSelection {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "vmap" => Ok(EndpointSelection::Vmap),
-            "cascade" => Ok(EndpointSelection::Cascade),
-            other => Err(format!(
-                "endpoint selection must be vmap or cascade, not {other:?}"
-            )),
-        }
-    }
-}
-
 /// What the rules depend on besides the Services.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -137,13 +109,14 @@ pub struct Config {
     /// traffic to an external IP or node port of an `externalTrafficPolicy: Local` Service
     /// short-circuits to the cluster endpoints (upstream's local traffic detector).
     pub cluster_cidr: Ipv4Cidr,
-    /// How endpoints are picked.
-    pub endpoint_selection: EndpointSelection,
+    /// The apiserver's `--service-cluster-ip-range`: traffic to it from outside the pod
+    /// network is masqueraded, with one rule where upstream has one in every service chain.
+    pub service_cidr: Ipv4Cidr,
 }
 
-/// One of the verdict maps Service ports put elements in.
+/// One of the maps and sets Service ports put elements in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum VerdictMap {
+pub enum Collection {
     /// `ip daddr . meta l4proto . th dport` → the Service's chain: cluster and external IPs.
     ServiceIps,
     /// `meta l4proto . th dport` → the Service's external chain: node ports.
@@ -152,41 +125,70 @@ pub enum VerdictMap {
     NoEndpointServices,
     /// Like `ServiceNodePorts`, for node ports without endpoints.
     NoEndpointNodePorts,
+    /// A set of `endpoint IP . endpoint IP`: after DNAT, a packet whose source and
+    /// destination are the same endpoint is hairpin traffic and is masqueraded (upstream
+    /// marks it in every endpoint chain).
+    Hairpin,
 }
 
-impl VerdictMap {
-    /// Every map, in the order the skeleton declares them.
-    pub const ALL: [VerdictMap; 4] = [
-        VerdictMap::ServiceIps,
-        VerdictMap::ServiceNodePorts,
-        VerdictMap::NoEndpointServices,
-        VerdictMap::NoEndpointNodePorts,
+impl Collection {
+    /// Every map and set, in the order the skeleton declares them.
+    pub const ALL: [Collection; 5] = [
+        Collection::ServiceIps,
+        Collection::ServiceNodePorts,
+        Collection::NoEndpointServices,
+        Collection::NoEndpointNodePorts,
+        Collection::Hairpin,
     ];
 
-    /// The map's name in the table.
+    /// The map's or set's name in the table.
     pub fn name(self) -> &'static str {
         match self {
-            VerdictMap::ServiceIps => "service-ips",
-            VerdictMap::ServiceNodePorts => "service-nodeports",
-            VerdictMap::NoEndpointServices => "no-endpoint-services",
-            VerdictMap::NoEndpointNodePorts => "no-endpoint-nodeports",
+            Collection::ServiceIps => "service-ips",
+            Collection::ServiceNodePorts => "service-nodeports",
+            Collection::NoEndpointServices => "no-endpoint-services",
+            Collection::NoEndpointNodePorts => "no-endpoint-nodeports",
+            Collection::Hairpin => "hairpin",
         }
+    }
+
+    /// Whether elements map to a verdict (a map) or stand alone (a set).
+    pub fn is_map(self) -> bool {
+        self != Collection::Hairpin
     }
 
     fn key_type(self) -> &'static str {
         match self {
-            VerdictMap::ServiceIps | VerdictMap::NoEndpointServices => {
+            Collection::ServiceIps | Collection::NoEndpointServices => {
                 "ipv4_addr . inet_proto . inet_service"
             }
-            VerdictMap::ServiceNodePorts | VerdictMap::NoEndpointNodePorts => {
+            Collection::ServiceNodePorts | Collection::NoEndpointNodePorts => {
                 "inet_proto . inet_service"
             }
+            Collection::Hairpin => "ipv4_addr . ipv4_addr",
         }
+    }
+
+    /// `add map …`/`add set …` and the matching `flush`, as the skeleton declares it.
+    fn declare(self, s: &mut String) {
+        let (kind, data) = if self.is_map() {
+            ("map", " : verdict")
+        } else {
+            ("set", "")
+        };
+        let _ = writeln!(
+            s,
+            "add {kind} {FAMILY} {TABLE} {} {{ type {}{data}; }}",
+            self.name(),
+            self.key_type()
+        );
+        let _ = writeln!(s, "flush {kind} {FAMILY} {TABLE} {}", self.name());
     }
 }
 
-/// A map element's identity: the map and the key as nft spells it (`10.96.0.1 . tcp . 80`).
-pub type ElementKey = (VerdictMap, String);
+/// An element's identity: the map or set and the key as nft spells it
+/// (`10.96.0.1 . tcp . 80`). The value is the verdict for maps, empty for sets.
+pub type ElementKey = (Collection, String);
 
 /// Everything one Service port puts in the table.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -195,7 +197,7 @@ pub struct PortRules {
     pub chains: BTreeMap<String, Vec<String>>,
     /// Affinity set name → its timeout in seconds.
     pub sets: BTreeMap<String, u32>,
-    /// Map element → verdict (`goto service-…`, `drop`).
+    /// Element → verdict (`goto service-…`, `drop`); empty for a set's element.
     pub elements: BTreeMap<ElementKey, String>,
 }
 
@@ -213,31 +215,28 @@ impl PortRules {
         let categorized = port.categorize();
 
         for ep in &categorized.reachable {
-            let mut rules = vec![format!("ip saddr {} jump {MARK_MASQ_CHAIN}", ep.ip)];
             if let Some(timeout) = port.affinity_timeout {
-                let set = affinity_set(name, ep, timeout);
-                rules.push(format!("update @{set} {{ ip saddr }}"));
-                out.sets.insert(set, timeout);
+                out.sets.insert(affinity_set(name, ep, timeout), timeout);
             }
-            rules.push(format!(
-                "meta l4proto {proto} dnat to {}:{}",
-                ep.ip, ep.port
-            ));
-            out.chains.insert(endpoint_chain(name, ep), rules);
+            // A pod can meet itself only on its own node, or through another node's
+            // node port or external IP of an `externalTrafficPolicy: Local` Service,
+            // which does not masquerade pod traffic.
+            if ep.local || (port.external_local && port.externally_accessible()) {
+                out.elements.insert(
+                    (Collection::Hairpin, format!("{0} . {0}", ep.ip)),
+                    String::new(),
+                );
+            }
         }
 
         let uses_cluster_chain = !categorized.cluster.is_empty() && port.uses_cluster_endpoints();
         if uses_cluster_chain {
-            out.chains.insert(
-                cluster_chain.clone(),
-                balance(port, &categorized.cluster, config.endpoint_selection),
-            );
+            out.chains
+                .insert(cluster_chain.clone(), balance(port, &categorized.cluster));
         }
         if !categorized.local.is_empty() && port.uses_local_endpoints() {
-            out.chains.insert(
-                local_chain.clone(),
-                balance(port, &categorized.local, config.endpoint_selection),
-            );
+            out.chains
+                .insert(local_chain.clone(), balance(port, &categorized.local));
         }
 
         let has_any = categorized.has_any;
@@ -259,20 +258,6 @@ impl PortRules {
             format!("goto {REJECT_CHAIN}")
         };
 
-        if has_internal {
-            // Traffic to a cluster IP from outside the pod network (the node itself, or a
-            // host routing the service range here) may leave the node: masquerade it.
-            if let Some(rules) = out.chains.get_mut(internal_chain) {
-                rules.insert(
-                    0,
-                    format!(
-                        "ip daddr {} {proto} dport {} ip saddr != {cidr} jump {MARK_MASQ_CHAIN}",
-                        port.cluster_ip, port.port
-                    ),
-                );
-            }
-        }
-
         if has_any && port.externally_accessible() {
             let mut rules = Vec::new();
             if !port.external_local {
@@ -293,25 +278,25 @@ impl PortRules {
         let ip_key = |ip: Ipv4Addr| format!("{ip} . {proto} . {}", port.port);
         if has_internal {
             out.elements.insert(
-                (VerdictMap::ServiceIps, ip_key(port.cluster_ip)),
+                (Collection::ServiceIps, ip_key(port.cluster_ip)),
                 format!("goto {internal_chain}"),
             );
         } else {
             out.elements.insert(
-                (VerdictMap::NoEndpointServices, ip_key(port.cluster_ip)),
+                (Collection::NoEndpointServices, ip_key(port.cluster_ip)),
                 filter_verdict.clone(),
             );
         }
         for ip in &port.external_ips {
             if has_any {
                 out.elements.insert(
-                    (VerdictMap::ServiceIps, ip_key(*ip)),
+                    (Collection::ServiceIps, ip_key(*ip)),
                     format!("goto {external_chain}"),
                 );
             }
             if !has_external {
                 out.elements.insert(
-                    (VerdictMap::NoEndpointServices, ip_key(*ip)),
+                    (Collection::NoEndpointServices, ip_key(*ip)),
                     filter_verdict.clone(),
                 );
             }
@@ -320,13 +305,13 @@ impl PortRules {
             let key = format!("{proto} . {node_port}");
             if has_any {
                 out.elements.insert(
-                    (VerdictMap::ServiceNodePorts, key.clone()),
+                    (Collection::ServiceNodePorts, key.clone()),
                     format!("goto {external_chain}"),
                 );
             }
             if !has_external {
                 out.elements
-                    .insert((VerdictMap::NoEndpointNodePorts, key), filter_verdict);
+                    .insert((Collection::NoEndpointNodePorts, key), filter_verdict);
             }
         }
         out
@@ -338,46 +323,55 @@ impl PortRules {
     }
 }
 
-/// The load-balancing rules of a service or local chain: affinity first, then `numgen`.
-fn balance(
-    port: &ServicePort,
-    endpoints: &[Endpoint],
-    selection: EndpointSelection,
-) -> Vec<String> {
+/// The load-balancing rules of a service or local chain, which DNAT themselves: with
+/// affinity, one rule per endpoint for the clients it has seen; then iptables mode's
+/// cascade, `numgen random mod N 0 … dnat to e1`, `numgen random mod N-1 0 … dnat to e2`,
+/// …, `dnat to eN`, where each rule takes its endpoint with probability 1/(endpoints
+/// left), which is a uniform choice.
+///
+/// Not upstream's `numgen random mod N vmap { 0 : goto endpoint-…, … }` over one chain
+/// per endpoint: the kernel names every anonymous map by scanning the table's sets, so
+/// 10,000 of them take minutes to load, and `nft` reads every chain of the table before
+/// each transaction, so 40,000 endpoint chains cost a quarter of a second per change
+/// (docs/benchmarks.md). A named map per Service is no better (`nft` handles named sets
+/// slowly), nor one shared `numgen … offset K map @backends` (the kernel walks a map's
+/// elements for every rule that binds it).
+fn balance(port: &ServicePort, endpoints: &[Endpoint]) -> Vec<String> {
     let name = &port.name;
+    let proto = name.protocol.as_str();
     let mut rules = Vec::new();
+    let remember = |ep: &Endpoint| match port.affinity_timeout {
+        Some(timeout) => format!(
+            "update @{} {{ ip saddr }} ",
+            affinity_set(name, ep, timeout)
+        ),
+        None => String::new(),
+    };
     if let Some(timeout) = port.affinity_timeout {
         for ep in endpoints {
             rules.push(format!(
-                "ip saddr @{} goto {}",
+                "ip saddr @{} meta l4proto {proto} {}dnat to {}:{}",
                 affinity_set(name, ep, timeout),
-                endpoint_chain(name, ep)
+                remember(ep),
+                ep.ip,
+                ep.port
             ));
         }
     }
-    if selection == EndpointSelection::Cascade {
-        let n = endpoints.len();
-        for (i, ep) in endpoints.iter().enumerate() {
-            let chain = endpoint_chain(name, ep);
-            if n - i > 1 {
-                rules.push(format!("numgen random mod {} 0 goto {chain}", n - i));
-            } else {
-                rules.push(format!("goto {chain}"));
-            }
-        }
-        return rules;
-    }
-    let mut vmap = String::new();
+    let n = endpoints.len();
     for (i, ep) in endpoints.iter().enumerate() {
-        if i > 0 {
-            vmap.push_str(", ");
-        }
-        let _ = write!(vmap, "{i} : goto {}", endpoint_chain(name, ep));
+        let pick = if n - i > 1 {
+            format!("numgen random mod {} 0 ", n - i)
+        } else {
+            String::new()
+        };
+        rules.push(format!(
+            "{pick}meta l4proto {proto} {}dnat to {}:{}",
+            remember(ep),
+            ep.ip,
+            ep.port
+        ));
     }
-    rules.push(format!(
-        "numgen random mod {} vmap {{ {vmap} }}",
-        endpoints.len()
-    ));
     rules
 }
 
@@ -412,11 +406,6 @@ fn port_chain_base(name: &ServicePortName) -> String {
 
 fn endpoint_id(name: &ServicePortName, ep: &Endpoint) -> String {
     format!("{name}__{}/{}", ep.ip, ep.port)
-}
-
-/// The chain that DNATs to `ep`.
-pub fn endpoint_chain(name: &ServicePortName, ep: &Endpoint) -> String {
-    format!("endpoint-{}", hashed(&endpoint_id(name, ep)))
 }
 
 /// The set of client addresses that stick to `ep` for `timeout` seconds.
@@ -460,18 +449,56 @@ pub struct Plan {
 #[derive(Debug, Clone, Default)]
 pub struct Ruleset {
     ports: BTreeMap<ServicePortName, Arc<PortRules>>,
-    claims: BTreeMap<ElementKey, BTreeMap<ServicePortName, String>>,
+    claims: BTreeMap<ElementKey, Claims>,
     chains: HashSet<String>,
     rules: usize,
+}
+
+/// The ports that want one element, with their values, in name order. Nearly always one:
+/// a vector, as a map per element made a full sync of 10,000 Services allocate 30 MB.
+#[derive(Debug, Clone, Default)]
+struct Claims(Vec<(ServicePortName, String)>);
+
+impl Claims {
+    fn set(&mut self, name: &ServicePortName, value: &str) {
+        match self.0.binary_search_by(|(n, _)| n.cmp(name)) {
+            Ok(i) => value.clone_into(&mut self.0[i].1),
+            Err(i) => self.0.insert(i, (name.clone(), value.to_string())),
+        }
+    }
+
+    fn remove(&mut self, name: &ServicePortName) {
+        if let Ok(i) = self.0.binary_search_by(|(n, _)| n.cmp(name)) {
+            self.0.remove(i);
+        }
+    }
+
+    /// The value that is programmed: the first claimant's.
+    fn winner(&self) -> Option<&String> {
+        self.0.first().map(|(_, v)| v)
+    }
 }
 
 impl Ruleset {
     /// A ruleset of `ports`, as a full sync would program it.
     pub fn from_ports(ports: impl IntoIterator<Item = (ServicePortName, PortRules)>) -> Self {
         let mut out = Ruleset::default();
-        let mut tx = Transaction::default();
         for (name, rules) in ports {
-            out.update(name, Some(rules), &mut tx);
+            if out.ports.contains_key(&name) {
+                out.update(name, Some(rules), &mut Transaction::default());
+                continue;
+            }
+            // What `update` does for a new port, without recording a transaction nobody
+            // reads: a full sync of 10,000 Services spent most of its time there.
+            out.chains.extend(rules.chains.keys().cloned());
+            for (key, verdict) in &rules.elements {
+                out.claims
+                    .entry(key.clone())
+                    .or_default()
+                    .set(&name, verdict);
+            }
+            out.rules += rules.rule_count();
+            out.ports.insert(name, Arc::new(rules));
         }
         out
     }
@@ -525,7 +552,7 @@ impl Ruleset {
 
     /// The verdict of an element: the first claimant's.
     fn effective(&self, key: &ElementKey) -> Option<&String> {
-        self.claims.get(key).and_then(|c| c.values().next())
+        self.claims.get(key).and_then(Claims::winner)
     }
 
     /// Replaces the rules of `name` (`None`: the port is gone) and records in `tx` what
@@ -584,12 +611,12 @@ impl Ruleset {
                     self.claims
                         .entry(key.clone())
                         .or_default()
-                        .insert(name.clone(), verdict.clone());
+                        .set(&name, verdict);
                 }
                 None => {
                     if let Some(claims) = self.claims.get_mut(key) {
                         claims.remove(&name);
-                        if claims.is_empty() {
+                        if claims.0.is_empty() {
                             self.claims.remove(key);
                         }
                     }
@@ -604,9 +631,23 @@ impl Ruleset {
 
     /// The script that makes the table exactly this ruleset, in one transaction, and the
     /// chains of `existing` (the table's current content) it leaves unused.
-    pub fn full_sync(&self, existing: &Existing) -> Plan {
-        let mut s = String::with_capacity(256 * self.ports.len() + 4096);
-        skeleton(&mut s);
+    pub fn full_sync(&self, config: &Config, existing: &Existing) -> Plan {
+        // Sized up front: growing a 7 MB string by doubling copied it a dozen times.
+        let prefix = format!("add rule {FAMILY} {TABLE}  \n").len();
+        let size: usize = self
+            .ports
+            .values()
+            .flat_map(|rules| rules.chains.iter())
+            .map(|(chain, rules)| {
+                64 + chain.len()
+                    + rules
+                        .iter()
+                        .map(|r| prefix + chain.len() + r.len())
+                        .sum::<usize>()
+            })
+            .sum();
+        let mut s = String::with_capacity(size + 128 * self.claims.len() + 8192);
+        skeleton(&mut s, config);
         let mut sets = BTreeMap::new();
         for rules in self.ports.values() {
             sets.extend(rules.sets.iter());
@@ -631,12 +672,12 @@ impl Ruleset {
                 }
             }
         }
-        for map in VerdictMap::ALL {
+        for map in Collection::ALL {
             let elements = self
                 .claims
                 .iter()
                 .filter(|((m, _), _)| *m == map)
-                .filter_map(|((_, key), claims)| Some((key, claims.values().next()?)));
+                .filter_map(|((_, key), claims)| Some((key, claims.winner()?)));
             add_elements(&mut s, map, elements);
         }
         let stale_chains = existing
@@ -702,8 +743,8 @@ impl Transaction {
                 let _ = writeln!(s, "add rule {FAMILY} {TABLE} {chain} {rule}");
             }
         }
-        let mut deletes: BTreeMap<VerdictMap, Vec<&str>> = BTreeMap::new();
-        let mut adds: BTreeMap<VerdictMap, Vec<(&String, &String)>> = BTreeMap::new();
+        let mut deletes: BTreeMap<Collection, Vec<&str>> = BTreeMap::new();
+        let mut adds: BTreeMap<Collection, Vec<(&String, &String)>> = BTreeMap::new();
         for (key, before) in &self.elements_before {
             let after = ruleset.effective(key);
             if before.as_ref() == after {
@@ -742,7 +783,7 @@ fn add_set(s: &mut String, set: &str, timeout: u32) {
 
 fn add_elements<'a>(
     s: &mut String,
-    map: VerdictMap,
+    map: Collection,
     elements: impl Iterator<Item = (&'a String, &'a String)>,
 ) {
     let mut elements = elements.peekable();
@@ -752,7 +793,11 @@ fn add_elements<'a>(
             if i > 0 {
                 s.push_str(", ");
             }
-            let _ = write!(s, "{key} : {verdict}");
+            if map.is_map() {
+                let _ = write!(s, "{key} : {verdict}");
+            } else {
+                s.push_str(key);
+            }
         }
         s.push_str(" }\n");
     }
@@ -760,8 +805,8 @@ fn add_elements<'a>(
 
 /// The fixed part of the table, re-created by every full sync: `add table` then
 /// `flush table` (every rule goes; chains, sets and their elements stay), base chains,
-/// the dispatch chains and maps, and masquerading.
-fn skeleton(s: &mut String) {
+/// the dispatch chains, maps and sets, and masquerading.
+fn skeleton(s: &mut String, config: &Config) {
     let t = format!("{FAMILY} {TABLE}");
     let _ = writeln!(s, "add table {t} {{ comment \"rules for rkube-proxy\"; }}");
     let _ = writeln!(s, "flush table {t}");
@@ -790,14 +835,8 @@ fn skeleton(s: &mut String) {
     ] {
         let _ = writeln!(s, "add chain {t} {chain}");
     }
-    for map in VerdictMap::ALL {
-        let _ = writeln!(
-            s,
-            "add map {t} {} {{ type {} : verdict; }}",
-            map.name(),
-            map.key_type()
-        );
-        let _ = writeln!(s, "flush map {t} {}", map.name());
+    for collection in Collection::ALL {
+        collection.declare(s);
     }
     let rules = [
         (
@@ -814,6 +853,13 @@ fn skeleton(s: &mut String) {
         ),
         ("nat-prerouting", format!("jump {SERVICES_CHAIN}")),
         ("nat-output", format!("jump {SERVICES_CHAIN}")),
+        (
+            "nat-postrouting",
+            format!(
+                "ct status dnat ip saddr . ip daddr @{} jump {MARK_MASQ_CHAIN}",
+                Collection::Hairpin.name()
+            ),
+        ),
         ("nat-postrouting", format!("jump {MASQUERADING_CHAIN}")),
         (
             MARK_MASQ_CHAIN,
@@ -833,28 +879,37 @@ fn skeleton(s: &mut String) {
             ENDPOINTS_CHECK_CHAIN,
             format!(
                 "ip daddr . meta l4proto . th dport vmap @{}",
-                VerdictMap::NoEndpointServices.name()
+                Collection::NoEndpointServices.name()
             ),
         ),
         (
             ENDPOINTS_CHECK_CHAIN,
             format!(
                 "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @{}",
-                VerdictMap::NoEndpointNodePorts.name()
+                Collection::NoEndpointNodePorts.name()
+            ),
+        ),
+        (
+            SERVICES_CHAIN,
+            // Traffic to a cluster IP from outside the pod network (the node itself, or a
+            // host routing the service range here) may leave the node: masquerade it.
+            format!(
+                "ip daddr {} ip saddr != {} jump {MARK_MASQ_CHAIN}",
+                config.service_cidr, config.cluster_cidr
             ),
         ),
         (
             SERVICES_CHAIN,
             format!(
                 "ip daddr . meta l4proto . th dport vmap @{}",
-                VerdictMap::ServiceIps.name()
+                Collection::ServiceIps.name()
             ),
         ),
         (
             SERVICES_CHAIN,
             format!(
                 "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @{}",
-                VerdictMap::ServiceNodePorts.name()
+                Collection::ServiceNodePorts.name()
             ),
         ),
     ];

@@ -15,7 +15,7 @@ use rkube_proxy::daemon::{self, Health, Settings};
 use rkube_proxy::metrics::Metrics;
 use rkube_proxy::netns::ScratchNetns;
 use rkube_proxy::nft::Nft;
-use rkube_proxy::ruleset::{Config, EndpointSelection};
+use rkube_proxy::ruleset::Config;
 use rkube_testing::{TestApiserver, eventually};
 use serde_json::json;
 use tokio::sync::watch;
@@ -135,7 +135,7 @@ async fn rules_follow_services_and_endpointslices() {
         node: "node-1".into(),
         config: Config {
             cluster_cidr: "10.244.0.0/16".parse().unwrap(),
-            endpoint_selection: EndpointSelection::Vmap,
+            service_cidr: "10.96.0.0/12".parse().unwrap(),
         },
         min_sync_period: Duration::from_millis(100),
         sync_period: Duration::from_secs(60),

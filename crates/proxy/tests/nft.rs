@@ -18,7 +18,7 @@ use rkube_proxy::metrics::Metrics;
 use rkube_proxy::netns::ScratchNetns;
 use rkube_proxy::nft::Nft;
 use rkube_proxy::proxier::Proxier;
-use rkube_proxy::ruleset::{Config, EndpointSelection};
+use rkube_proxy::ruleset::Config;
 use rkube_proxy::testbed::Node;
 use serde_json::json;
 
@@ -138,10 +138,10 @@ fn synced_inputs(services: Vec<Service>, slices: Vec<EndpointSlice>) -> Mutex<In
     Mutex::new(inputs)
 }
 
-fn new_proxier(ns: &ScratchNetns, endpoint_selection: EndpointSelection) -> Proxier {
+fn new_proxier(ns: &ScratchNetns) -> Proxier {
     let config = Config {
         cluster_cidr: "10.244.0.0/16".parse().unwrap(),
-        endpoint_selection,
+        service_cidr: "10.96.0.0/12".parse().unwrap(),
     };
     let mut p = Proxier::new(
         config,
@@ -229,7 +229,7 @@ async fn rules_apply_update_resync_and_clean_up_in_a_netns() {
             slice("sctp", "sctp-1", "SCTP", &[("10.244.2.5", "node-2", true)]),
         ],
     );
-    let mut proxier = new_proxier(&ns, EndpointSelection::Vmap);
+    let mut proxier = new_proxier(&ns);
 
     let done = proxier.sync(&inputs).await.expect("full sync applies");
     assert!(done.full);
@@ -244,8 +244,15 @@ async fn rules_apply_update_resync_and_clean_up_in_a_netns() {
         "10.96.0.14 . sctp . 9 : goto service-",
         "meta l4proto udp dnat to 10.244.2.4:8080",
         "meta l4proto sctp dnat to 10.244.2.5:8080",
-        "numgen random mod 2 vmap",
+        "numgen random mod 2 0 meta l4proto tcp dnat to 10.244.1.2:8080",
         "flags dynamic,timeout",
+        "ip daddr 10.96.0.0/12 ip saddr != 10.244.0.0/16 jump mark-for-masquerade",
+        "ct status dnat ip saddr . ip daddr @hairpin",
+        // Hairpin candidates: web's endpoint on this node, and every endpoint of np,
+        // whose Local external policy lets pods of other nodes in unmasqueraded.
+        "10.244.1.2 . 10.244.1.2",
+        "10.244.1.3 . 10.244.1.3",
+        "10.244.2.3 . 10.244.2.3",
         "update @affinity-",
         "masquerade fully-random",
         "fib daddr type local",
@@ -255,10 +262,19 @@ async fn rules_apply_update_resync_and_clean_up_in_a_netns() {
             "expected {needle:?} in the table, got:\n{listing}"
         );
     }
-    let endpoint_chains = lines_with(&listing, "chain endpoint-").len();
+    assert!(
+        !listing.contains("10.244.2.2 . 10.244.2.2"),
+        "web's endpoint on another node is no hairpin candidate:\n{listing}"
+    );
+    let service_chains: Vec<&str> = lines_with(&listing, "\tchain ")
+        .into_iter()
+        .filter(|l| l.contains('/'))
+        .collect();
     assert_eq!(
-        endpoint_chains, 6,
-        "one endpoint chain per reachable endpoint:\n{listing}"
+        service_chains.len(),
+        6,
+        "web, dns and sctp have a service chain each, np a service, a local and an \
+         external one, and no endpoint has a chain:\n{listing}"
     );
 
     // A partial sync: one more endpoint for web.
@@ -284,7 +300,7 @@ async fn rules_apply_update_resync_and_clean_up_in_a_netns() {
     );
     let listing = list(&ns);
     assert!(listing.contains("dnat to 10.244.3.2:8080"), "{listing}");
-    assert!(listing.contains("numgen random mod 3 vmap"), "{listing}");
+    assert!(listing.contains("numgen random mod 3 0"), "{listing}");
 
     // web loses every endpoint and `empty` goes away.
     {
@@ -296,7 +312,7 @@ async fn rules_apply_update_resync_and_clean_up_in_a_netns() {
         inputs.apply_service(Event::Delete(service("empty", "10.96.0.12", json!({}))));
     }
     proxier.sync(&inputs).await.expect("partial sync applies");
-    assert_eq!(proxier.stale_chains().count(), 4, "web's chains went stale");
+    assert_eq!(proxier.stale_chains().count(), 1, "web's chain went stale");
     let listing = list(&ns);
     assert!(
         listing.contains("10.96.0.10 . tcp . 80 : goto reject-chain"),
@@ -343,7 +359,7 @@ async fn rules_apply_update_resync_and_clean_up_in_a_netns() {
             "add chain ip rkube-proxy service-LEFTOVER-ns/gone/tcp/http",
         ],
     );
-    let mut restarted = new_proxier(&ns, EndpointSelection::Vmap);
+    let mut restarted = new_proxier(&ns);
     assert!(restarted.sync(&inputs).await.expect("takeover").full);
     assert_eq!(
         restarted.stale_chains().collect::<Vec<_>>(),
@@ -498,7 +514,7 @@ async fn traffic_reaches_pods_through_cluster_ip_node_port_and_hairpin() {
             ),
         ],
     );
-    let mut proxier = new_proxier(node, EndpointSelection::Cascade);
+    let mut proxier = new_proxier(node);
     proxier.sync(&inputs).await.expect("rules apply");
 
     let hello = "hello from the pod\n";

@@ -19,7 +19,7 @@ use clap::Parser;
 use rkube_proxy::model::{Endpoint, Protocol, ServiceKey, ServicePort, ServicePortName};
 use rkube_proxy::netns::ScratchNetns;
 use rkube_proxy::nft::Nft;
-use rkube_proxy::ruleset::{Config, EndpointSelection, Existing, PortRules, Ruleset, Transaction};
+use rkube_proxy::ruleset::{Config, Existing, PortRules, Ruleset, Transaction};
 
 /// Measures rule generation and `nft -f` for many Services (or, with `traffic`, traffic
 /// through a ClusterIP).
@@ -38,9 +38,6 @@ struct Args {
     /// Runs per measurement (the median is printed).
     #[arg(long, default_value_t = 5)]
     iterations: usize,
-    /// How endpoints are picked: `vmap` or `cascade`.
-    #[arg(long, default_value = "vmap")]
-    endpoint_selection: EndpointSelection,
     /// Only generate the scripts; do not run nft.
     #[arg(long)]
     no_apply: bool,
@@ -123,7 +120,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let config = Config {
         cluster_cidr: "10.244.0.0/16".parse().context("cluster CIDR")?,
-        endpoint_selection: args.endpoint_selection,
+        service_cidr: "10.96.0.0/12".parse().context("service CIDR")?,
     };
     for &n in &args.services {
         let netns = if args.no_apply {
@@ -137,18 +134,40 @@ async fn main() -> anyhow::Result<()> {
         let nft = netns.as_ref().map(|ns| Nft::in_netns(ns.name()));
         let ports: Vec<ServicePort> = (0..n).map(|i| port(i, args.endpoints, 0)).collect();
 
-        let (mut full_gen, mut full_apply) = (Vec::new(), Vec::new());
+        let (mut full_gen, mut full_list, mut full_apply, mut full_total) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut ruleset = Ruleset::default();
         let mut script_len = 0;
         for _ in 0..args.iterations.max(1) {
+            // As the daemon does it: nft lists the table's chains and sets (to find
+            // leftovers) while the rules are generated, then `nft -f` applies the script.
+            let start = Instant::now();
+            let listing = nft.clone().map(|nft| {
+                tokio::spawn(async move {
+                    let t = Instant::now();
+                    let existing = nft.existing().await;
+                    (existing, t.elapsed())
+                })
+            });
             let t = Instant::now();
             ruleset = Ruleset::from_ports(
                 ports
                     .iter()
                     .map(|p| (p.name.clone(), PortRules::generate(p, &config))),
             );
-            let plan = ruleset.full_sync(&Existing::default());
-            full_gen.push(t.elapsed());
+            let mut generated = t.elapsed();
+            let existing = match listing {
+                Some(listing) => {
+                    let (existing, took) = listing.await.context("listing task")?;
+                    full_list.push(took);
+                    existing.context("listing the table")?
+                }
+                None => Existing::default(),
+            };
+            let t = Instant::now();
+            let plan = ruleset.full_sync(&config, &existing);
+            generated += t.elapsed();
+            full_gen.push(generated);
             script_len = plan.script.len();
             if let Some(prefix) = &args.dump {
                 std::fs::write(format!("{prefix}-{n}.nft"), &plan.script)
@@ -160,6 +179,7 @@ async fn main() -> anyhow::Result<()> {
                     .await
                     .context("applying a full sync")?;
                 full_apply.push(t.elapsed());
+                full_total.push(start.elapsed());
             }
         }
 
@@ -188,10 +208,20 @@ async fn main() -> anyhow::Result<()> {
             ruleset.element_count()
         );
         println!(
-            "  full sync:       generate {:>10}  apply {:>10}  ({} KiB)",
+            "  full sync:       generate {:>10}  list {:>8}  apply {:>10}  total {:>10}  ({} KiB)",
             ms(median(full_gen)),
             if nft.is_some() {
+                ms(median(full_list))
+            } else {
+                "-".into()
+            },
+            if nft.is_some() {
                 ms(median(full_apply))
+            } else {
+                "-".into()
+            },
+            if nft.is_some() {
+                ms(median(full_total))
             } else {
                 "-".into()
             },

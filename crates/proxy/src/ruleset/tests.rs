@@ -9,7 +9,7 @@ use crate::model::{Protocol, ServiceKey};
 fn config() -> Config {
     Config {
         cluster_cidr: "10.244.0.0/16".parse().unwrap(),
-        endpoint_selection: EndpointSelection::Vmap,
+        service_cidr: "10.96.0.0/12".parse().unwrap(),
     }
 }
 
@@ -46,8 +46,8 @@ fn port(svc: &str, eps: Vec<Endpoint>) -> ServicePort {
     }
 }
 
-/// The rules with chain names reduced to their kind and endpoint IP, for readable
-/// expectations: `service`, `endpoint/10.244.1.2`, `affinity/10.244.1.2`.
+/// The rules with chain and set names reduced to their kind (and endpoint IP), for
+/// readable expectations: `service`, `affinity/10.244.1.2`.
 fn short(rules: &PortRules) -> BTreeMap<String, Vec<String>> {
     fn shorten(s: &str) -> String {
         let mut out = Vec::new();
@@ -79,7 +79,13 @@ fn short(rules: &PortRules) -> BTreeMap<String, Vec<String>> {
             rules
                 .elements
                 .iter()
-                .map(|((m, k), v)| format!("{} {k} : {}", m.name(), shorten(v)))
+                .map(|((m, k), v)| {
+                    if m.is_map() {
+                        format!("{} {k} : {}", m.name(), shorten(v))
+                    } else {
+                        format!("{} {k}", m.name())
+                    }
+                })
                 .collect(),
         )))
         .collect()
@@ -95,12 +101,13 @@ fn expect(rules: &PortRules, expected: &[(&str, &[&str])]) {
 }
 
 #[test]
-fn cluster_ip_service_balances_over_endpoint_chains() {
+fn cluster_ip_service_picks_an_endpoint_with_a_cascade() {
     let p = port(
         "web",
         vec![
             ep("10.244.1.2", true, false, true),
             ep("10.244.2.2", true, false, false),
+            ep("10.244.3.2", true, false, false),
         ],
     );
     let rules = PortRules::generate(&p, &config());
@@ -110,27 +117,18 @@ fn cluster_ip_service_balances_over_endpoint_chains() {
             (
                 "service",
                 &[
-                    "ip daddr 10.96.0.10 tcp dport 80 ip saddr != 10.244.0.0/16 jump mark-for-masquerade",
-                    "numgen random mod 2 vmap { 0 : goto endpoint/10.244.1.2, 1 : goto endpoint/10.244.2.2 }",
-                ],
-            ),
-            (
-                "endpoint/10.244.1.2",
-                &[
-                    "ip saddr 10.244.1.2 jump mark-for-masquerade",
-                    "meta l4proto tcp dnat to 10.244.1.2:8080",
-                ],
-            ),
-            (
-                "endpoint/10.244.2.2",
-                &[
-                    "ip saddr 10.244.2.2 jump mark-for-masquerade",
-                    "meta l4proto tcp dnat to 10.244.2.2:8080",
+                    "numgen random mod 3 0 meta l4proto tcp dnat to 10.244.1.2:8080",
+                    "numgen random mod 2 0 meta l4proto tcp dnat to 10.244.2.2:8080",
+                    "meta l4proto tcp dnat to 10.244.3.2:8080",
                 ],
             ),
             (
                 "elements",
-                &["service-ips 10.96.0.10 . tcp . 80 : goto service"],
+                &[
+                    "service-ips 10.96.0.10 . tcp . 80 : goto service",
+                    // Only the local endpoint can be its own client here.
+                    "hairpin 10.244.1.2 . 10.244.1.2",
+                ],
             ),
         ],
     );
@@ -204,15 +202,16 @@ fn external_local_policy_uses_local_endpoints_and_short_circuits_pods() {
             "goto local",
         ]
     );
-    assert_eq!(
-        s["local"],
-        ["numgen random mod 1 vmap { 0 : goto endpoint/10.244.1.2 }"]
-    );
+    assert_eq!(s["local"], ["meta l4proto tcp dnat to 10.244.1.2:8080"]);
     assert_eq!(
         s["elements"],
         [
             "service-ips 10.96.0.10 . tcp . 80 : goto service",
             "service-nodeports tcp . 30080 : goto external",
+            // A pod on another node reaching this node's node port may be sent back to
+            // itself, unmasqueraded: every endpoint is a hairpin candidate.
+            "hairpin 10.244.1.2 . 10.244.1.2",
+            "hairpin 10.244.2.2 . 10.244.2.2",
         ]
     );
 
@@ -235,6 +234,7 @@ fn external_local_policy_uses_local_endpoints_and_short_circuits_pods() {
             "service-ips 10.96.0.10 . tcp . 80 : goto service",
             "service-nodeports tcp . 30080 : goto external",
             "no-endpoint-nodeports tcp . 30080 : drop",
+            "hairpin 10.244.2.2 . 10.244.2.2",
         ]
     );
 }
@@ -251,17 +251,13 @@ fn internal_local_policy_sends_cluster_ip_traffic_to_this_node_only() {
     p.internal_local = true;
     let s = short(&PortRules::generate(&p, &config()));
     assert!(!s.contains_key("service"), "no cluster chain: {s:?}");
-    assert!(!s.contains_key("endpoint/10.244.2.2"));
-    assert_eq!(
-        s["local"],
-        [
-            "ip daddr 10.96.0.10 tcp dport 80 ip saddr != 10.244.0.0/16 jump mark-for-masquerade",
-            "numgen random mod 1 vmap { 0 : goto endpoint/10.244.1.2 }",
-        ]
-    );
+    assert_eq!(s["local"], ["meta l4proto tcp dnat to 10.244.1.2:8080"]);
     assert_eq!(
         s["elements"],
-        ["service-ips 10.96.0.10 . tcp . 80 : goto local"]
+        [
+            "service-ips 10.96.0.10 . tcp . 80 : goto local",
+            "hairpin 10.244.1.2 . 10.244.1.2",
+        ]
     );
 
     p.endpoints = vec![ep("10.244.2.2", true, false, false)];
@@ -276,7 +272,7 @@ fn internal_local_policy_sends_cluster_ip_traffic_to_this_node_only() {
 }
 
 #[test]
-fn client_ip_affinity_checks_sets_before_numgen() {
+fn client_ip_affinity_checks_sets_before_numgen_and_refreshes_them() {
     let mut p = port(
         "web",
         vec![
@@ -290,18 +286,10 @@ fn client_ip_affinity_checks_sets_before_numgen() {
     assert_eq!(
         s["service"],
         [
-            "ip daddr 10.96.0.10 tcp dport 80 ip saddr != 10.244.0.0/16 jump mark-for-masquerade",
-            "ip saddr @affinity/10.244.1.2 goto endpoint/10.244.1.2",
-            "ip saddr @affinity/10.244.2.2 goto endpoint/10.244.2.2",
-            "numgen random mod 2 vmap { 0 : goto endpoint/10.244.1.2, 1 : goto endpoint/10.244.2.2 }",
-        ]
-    );
-    assert_eq!(
-        s["endpoint/10.244.1.2"],
-        [
-            "ip saddr 10.244.1.2 jump mark-for-masquerade",
-            "update @affinity/10.244.1.2 { ip saddr }",
-            "meta l4proto tcp dnat to 10.244.1.2:8080",
+            "ip saddr @affinity/10.244.1.2 meta l4proto tcp update @affinity/10.244.1.2 { ip saddr } dnat to 10.244.1.2:8080",
+            "ip saddr @affinity/10.244.2.2 meta l4proto tcp update @affinity/10.244.2.2 { ip saddr } dnat to 10.244.2.2:8080",
+            "numgen random mod 2 0 meta l4proto tcp update @affinity/10.244.1.2 { ip saddr } dnat to 10.244.1.2:8080",
+            "meta l4proto tcp update @affinity/10.244.2.2 { ip saddr } dnat to 10.244.2.2:8080",
         ]
     );
     assert_eq!(rules.sets.len(), 2);
@@ -322,11 +310,8 @@ fn terminating_endpoints_are_used_only_when_none_is_ready() {
         ],
     );
     let s = short(&PortRules::generate(&p, &config()));
-    assert_eq!(
-        s["service"][1],
-        "numgen random mod 1 vmap { 0 : goto endpoint/10.244.1.2 }"
-    );
-    assert!(!s.contains_key("endpoint/10.244.1.3"));
+    assert_eq!(s["service"], ["meta l4proto tcp dnat to 10.244.1.2:8080"]);
+    assert!(!format!("{s:?}").contains("10.244.1.3"), "{s:?}");
 }
 
 #[test]
@@ -338,12 +323,15 @@ fn udp_and_sctp_ports_use_their_protocol() {
         let s = short(&rules);
         assert_eq!(
             s["elements"],
-            [format!(
-                "service-ips 10.96.0.10 . {text} . 80 : goto service"
-            )]
+            [
+                format!("service-ips 10.96.0.10 . {text} . 80 : goto service"),
+                "hairpin 10.244.1.2 . 10.244.1.2".to_string(),
+            ]
         );
-        assert!(s["endpoint/10.244.1.2"][1].starts_with(&format!("meta l4proto {text} dnat")));
-        assert!(s["service"][0].contains(&format!("{text} dport 80")));
+        assert_eq!(
+            s["service"],
+            [format!("meta l4proto {text} dnat to 10.244.1.2:8080")]
+        );
     }
 }
 
@@ -381,7 +369,7 @@ fn full_sync_rewrites_everything_without_deleting_the_table() {
         ],
         sets: vec!["affinity-XXXXXXXX-ns/gone/tcp/http__10.0.0.1/80".into()],
     };
-    let plan = ruleset.full_sync(&existing);
+    let plan = ruleset.full_sync(&config(), &existing);
     let s = &plan.script;
     assert!(s.starts_with(
         "add table ip rkube-proxy { comment \"rules for rkube-proxy\"; }\nflush table ip rkube-proxy\n"
@@ -392,24 +380,35 @@ fn full_sync_rewrites_everything_without_deleting_the_table() {
         s.contains("delete set ip rkube-proxy affinity-XXXXXXXX-ns/gone/tcp/http__10.0.0.1/80\n")
     );
     assert_eq!(plan.stale_chains, ["service-XXXXXXXX-ns/gone/tcp/http"]);
-    for map in VerdictMap::ALL {
-        assert!(s.contains(&format!("flush map ip rkube-proxy {}\n", map.name())));
+    for c in Collection::ALL {
+        let kind = if c.is_map() { "map" } else { "set" };
+        assert!(s.contains(&format!("flush {kind} ip rkube-proxy {}\n", c.name())));
     }
+    // The two rules that stand for upstream's per-Service and per-endpoint ones.
+    assert!(s.contains(
+        "add rule ip rkube-proxy services ip daddr 10.96.0.0/12 ip saddr != 10.244.0.0/16 jump mark-for-masquerade\n"
+    ));
+    assert!(s.contains(
+        "add rule ip rkube-proxy nat-postrouting ct status dnat ip saddr . ip daddr @hairpin jump mark-for-masquerade\n"
+    ));
     assert!(s.contains(
         "add chain ip rkube-proxy nat-prerouting { type nat hook prerouting priority -100; policy accept; }\n"
     ));
     assert!(s.contains("add rule ip rkube-proxy masquerading masquerade fully-random\n"));
     let elements: Vec<&str> = s.lines().filter(|l| l.starts_with("add element")).collect();
-    assert_eq!(elements.len(), 2, "{elements:?}");
+    assert_eq!(elements.len(), 3, "{elements:?}");
     assert!(elements[0].starts_with(
         "add element ip rkube-proxy service-ips { 10.96.0.10 . tcp . 80 : goto service-"
     ));
     assert_eq!(
-        elements[1],
-        "add element ip rkube-proxy no-endpoint-services { 10.96.0.11 . tcp . 80 : goto reject-chain }"
+        elements[1..],
+        [
+            "add element ip rkube-proxy no-endpoint-services { 10.96.0.11 . tcp . 80 : goto reject-chain }",
+            "add element ip rkube-proxy hairpin { 10.244.1.2 . 10.244.1.2 }",
+        ]
     );
-    assert_eq!(ruleset.element_count(), 2);
-    assert_eq!(ruleset.rule_count(), 4);
+    assert_eq!(ruleset.element_count(), 3);
+    assert_eq!(ruleset.rule_count(), 1);
 }
 
 #[test]
@@ -449,23 +448,16 @@ fn one_endpoint_change_touches_only_its_service() {
     );
     let script = tx.script(&ruleset);
     let lines: Vec<&str> = script.lines().collect();
-    let new_chain = endpoint_chain(&changed.name, &changed.endpoints[1]);
     let service_chain = format!("service-{}", port_chain_base(&changed.name));
     assert_eq!(
         lines,
         [
-            format!("add chain ip rkube-proxy {new_chain}"),
             format!("flush chain ip rkube-proxy {service_chain}"),
             format!(
-                "add rule ip rkube-proxy {new_chain} ip saddr 10.244.200.9 jump mark-for-masquerade"
-            ),
-            format!("add rule ip rkube-proxy {new_chain} meta l4proto tcp dnat to 10.244.200.9:8080"),
-            format!(
-                "add rule ip rkube-proxy {service_chain} ip daddr 10.96.1.42 tcp dport 80 ip saddr != 10.244.0.0/16 jump mark-for-masquerade"
+                "add rule ip rkube-proxy {service_chain} numgen random mod 2 0 meta l4proto tcp dnat to 10.244.42.2:8080"
             ),
             format!(
-                "add rule ip rkube-proxy {service_chain} numgen random mod 2 vmap {{ 0 : goto {}, 1 : goto {new_chain} }}",
-                endpoint_chain(&changed.name, &changed.endpoints[0])
+                "add rule ip rkube-proxy {service_chain} meta l4proto tcp dnat to 10.244.200.9:8080"
             ),
         ]
         .iter()
@@ -488,19 +480,18 @@ fn losing_all_endpoints_swaps_map_elements_and_stales_chains() {
         &mut tx,
     );
     let script = tx.script(&ruleset);
-    let ep_chain = endpoint_chain(&p.name, &p.endpoints[0]);
     let svc_chain = format!("service-{}", port_chain_base(&p.name));
     assert_eq!(
         script,
         format!(
-            "flush chain ip rkube-proxy {ep_chain}\n\
-             flush chain ip rkube-proxy {svc_chain}\n\
+            "flush chain ip rkube-proxy {svc_chain}\n\
              delete element ip rkube-proxy service-ips {{ 10.96.0.10 . tcp . 80 }}\n\
+             delete element ip rkube-proxy hairpin {{ 10.244.1.2 . 10.244.1.2 }}\n\
              add element ip rkube-proxy no-endpoint-services {{ 10.96.0.10 . tcp . 80 : goto reject-chain }}\n"
         )
     );
-    assert_eq!(tx.stale_chains(), [ep_chain.clone(), svc_chain.clone()]);
-    assert!(!ruleset.has_chain(&ep_chain));
+    assert_eq!(tx.stale_chains(), std::slice::from_ref(&svc_chain));
+    assert!(!ruleset.has_chain(&svc_chain));
     assert_eq!(ruleset.rule_count(), 0);
     assert_eq!(ruleset.element_count(), 1);
 
@@ -562,7 +553,7 @@ fn a_key_claimed_twice_goes_to_the_first_service_until_it_is_free() {
     b.cluster_ip = "10.96.0.11".parse().unwrap();
     b.external_ips = vec![Ipv4Addr::new(192, 0, 2, 7)];
     let mut ruleset = ruleset_of(&[a.clone(), b.clone()]);
-    let plan = ruleset.full_sync(&Existing::default());
+    let plan = ruleset.full_sync(&config(), &Existing::default());
     assert_eq!(
         plan.script.matches("192.0.2.7 . tcp . 80").count(),
         1,
@@ -631,32 +622,24 @@ fn ports_of_lists_one_services_ports() {
 }
 
 #[test]
-fn cascade_selection_uses_one_rule_per_endpoint_and_no_set() {
-    let mut p = port(
-        "web",
-        vec![
-            ep("10.244.1.2", true, false, true),
-            ep("10.244.2.2", true, false, false),
-            ep("10.244.3.2", true, false, false),
-        ],
+fn a_hairpin_element_stays_while_another_port_claims_it() {
+    // Two Services share a local endpoint: the hairpin pair is one element, which goes
+    // only with the last port that needs it.
+    let a = port("a", vec![ep("10.244.1.2", true, false, true)]);
+    let mut b = port("b", vec![ep("10.244.1.2", true, false, true)]);
+    b.cluster_ip = "10.96.0.11".parse().unwrap();
+    let mut ruleset = ruleset_of(&[a.clone(), b.clone()]);
+    let plan = ruleset.full_sync(&config(), &Existing::default());
+    assert_eq!(plan.script.matches("10.244.1.2 . 10.244.1.2").count(), 1);
+
+    let mut tx = Transaction::default();
+    ruleset.update(a.name.clone(), None, &mut tx);
+    assert!(!tx.script(&ruleset).contains("hairpin"));
+    let mut tx = Transaction::default();
+    ruleset.update(b.name.clone(), None, &mut tx);
+    assert!(
+        tx.script(&ruleset)
+            .contains("delete element ip rkube-proxy hairpin { 10.244.1.2 . 10.244.1.2 }\n")
     );
-    let cascade = Config {
-        endpoint_selection: EndpointSelection::Cascade,
-        ..config()
-    };
-    let s = short(&PortRules::generate(&p, &cascade));
-    assert_eq!(
-        s["service"],
-        [
-            "ip daddr 10.96.0.10 tcp dport 80 ip saddr != 10.244.0.0/16 jump mark-for-masquerade",
-            "numgen random mod 3 0 goto endpoint/10.244.1.2",
-            "numgen random mod 2 0 goto endpoint/10.244.2.2",
-            "goto endpoint/10.244.3.2",
-        ]
-    );
-    p.endpoints.truncate(1);
-    let s = short(&PortRules::generate(&p, &cascade));
-    assert_eq!(s["service"][1], "goto endpoint/10.244.1.2");
-    assert_eq!("cascade".parse(), Ok(EndpointSelection::Cascade));
-    assert!("random".parse::<EndpointSelection>().is_err());
+    assert_eq!(ruleset.element_count(), 0);
 }

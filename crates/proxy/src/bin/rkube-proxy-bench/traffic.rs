@@ -28,7 +28,7 @@ use hyper_util::rt::TokioIo;
 use rkube_proxy::model::{Endpoint, Protocol, ServiceKey, ServicePort, ServicePortName};
 use rkube_proxy::netns::ScratchNetns;
 use rkube_proxy::nft::Nft;
-use rkube_proxy::ruleset::{Config, EndpointSelection, Existing, PortRules, Ruleset};
+use rkube_proxy::ruleset::{Config, Existing, PortRules, Ruleset};
 use rkube_proxy::testbed::Node;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -66,9 +66,6 @@ pub struct Args {
     /// Seconds of load, not reported, against each target before the first round.
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
-    /// How the Service chain picks the endpoint: `vmap` or `cascade`.
-    #[arg(long, default_value = "vmap")]
-    endpoint_selection: EndpointSelection,
     /// Which connection modes to run (comma-separated).
     #[arg(
         long,
@@ -238,11 +235,11 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
 
     let config = Config {
         cluster_cidr: "10.244.0.0/16".parse().context("cluster CIDR")?,
-        endpoint_selection: args.endpoint_selection,
+        service_cidr: "10.96.0.0/12".parse().context("service CIDR")?,
     };
     let port = service_port();
     let ruleset = Ruleset::from_ports([(port.name.clone(), PortRules::generate(&port, &config))]);
-    let script = ruleset.full_sync(&Existing::default()).script;
+    let script = ruleset.full_sync(&config, &Existing::default()).script;
     Nft::in_netns(node.netns().name())
         .apply(&script)
         .await
@@ -516,14 +513,10 @@ async fn print_table(args: &Args, runs: &BTreeMap<(Reuse, Target), Vec<Run>>) {
     println!();
     println!(
         "Kernel {kernel}, {nft}, {cpus} CPUs. {} connections, {} s per run, {} rounds \
-         (medians), endpoint selection `{}`, {}-byte bodies.",
+         (medians), {}-byte bodies.",
         args.connections,
         args.seconds,
         args.rounds.max(1),
-        match args.endpoint_selection {
-            EndpointSelection::Vmap => "vmap",
-            EndpointSelection::Cascade => "cascade",
-        },
         args.body_bytes
     );
     println!();

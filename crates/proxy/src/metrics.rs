@@ -22,7 +22,7 @@ pub struct Metrics {
     pub network_programming: Histogram,
     /// Rules in the per-Service chains.
     pub rules: Gauge,
-    /// Elements in the verdict maps.
+    /// Elements in the verdict maps and the hairpin set.
     pub elements: Gauge,
     /// Unix time of the last successful sync.
     pub last_sync: Gauge<f64, AtomicU64>,
@@ -67,7 +67,7 @@ impl Metrics {
         let elements = Gauge::default();
         registry.register(
             "rkube_proxy_sync_proxy_rules_nftables_elements",
-            "Elements in the Service verdict maps after the last successful sync",
+            "Elements in the Service verdict maps and the hairpin set after the last successful sync",
             elements.clone(),
         );
         let last_sync = Gauge::<f64, AtomicU64>::default();

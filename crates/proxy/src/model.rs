@@ -120,6 +120,9 @@ pub struct Endpoint {
     pub terminating: bool,
     /// Whether the endpoint's `nodeName` is this node.
     pub local: bool,
+    /// Whether the endpoint has no `nodeName` (hand-written slices): it may be a pod of
+    /// this node all the same.
+    pub unplaced: bool,
 }
 
 /// Everything the rules of one Service port depend on.
@@ -152,7 +155,7 @@ pub struct Categorized {
     pub cluster: Vec<Endpoint>,
     /// The endpoints Local traffic policy sends to (all on this node).
     pub local: Vec<Endpoint>,
-    /// Every endpoint some rule may send to: each needs an endpoint chain.
+    /// Every endpoint some rule may send to.
     pub reachable: Vec<Endpoint>,
     /// Whether the Service port has a usable endpoint anywhere in the cluster.
     pub has_any: bool,
@@ -346,6 +349,7 @@ fn endpoints_for<'a>(
             let serving = conditions.and_then(|c| c.serving).unwrap_or(true);
             let terminating = conditions.and_then(|c| c.terminating).unwrap_or(false);
             let local = ep.node_name.as_deref() == Some(node);
+            let unplaced = ep.node_name.is_none();
             // Upstream uses an endpoint's first address only.
             let Some(ip) = ep
                 .addresses
@@ -361,6 +365,7 @@ fn endpoints_for<'a>(
                 serving,
                 terminating,
                 local,
+                unplaced,
             });
         }
     }

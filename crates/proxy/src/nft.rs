@@ -1,6 +1,7 @@
 //! Running `nft`: applying a script atomically (`nft -f -`, the script on stdin), listing
-//! rkube-proxy's table, and deleting it (`--cleanup`). Only ever names
-//! `table ip rkube-proxy`; other tables are never read or touched.
+//! rkube-proxy's chains and sets, and deleting its table (`--cleanup`). Only ever writes
+//! `table ip rkube-proxy`; other tables are never touched (the listing of chain and set
+//! names covers the `ip` family, and only rkube-proxy's are kept).
 
 use std::process::Stdio;
 
@@ -43,7 +44,7 @@ pub enum Error {
     /// nft exited non-zero: the whole transaction was rejected, nothing changed.
     #[error("nft {action} failed ({status}): {stderr}")]
     Failed {
-        /// What was asked (`-f -`, `list table`).
+        /// What was asked (`-f -`, `list chains and sets`).
         action: &'static str,
         /// The exit status.
         status: std::process::ExitStatus,

@@ -205,9 +205,10 @@ impl Proxier {
                 .collect()
         };
         let ruleset = Ruleset::from_ports(ports);
+        // The task is never aborted, so it can only fail by panicking: pass that on.
         let existing = listing
             .await
-            .map_err(|e| Error::List(nft::Error::Io(std::io::Error::other(e))))?
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
             .map_err(Error::List)?;
         let plan = ruleset.full_sync(&self.config, &existing);
         self.nft.apply(&plan.script).await.map_err(Error::Apply)?;

@@ -96,6 +96,16 @@ impl FromStr for Ipv4Cidr {
     }
 }
 
+impl Ipv4Cidr {
+    /// Whether `ip` is in the network.
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(self.prefix))
+            .unwrap_or(0);
+        u32::from(ip) & mask == u32::from(self.addr)
+    }
+}
+
 impl fmt::Display for Ipv4Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.addr, self.prefix)
@@ -154,7 +164,13 @@ impl Collection {
 
     /// Whether elements map to a verdict (a map) or stand alone (a set).
     pub fn is_map(self) -> bool {
-        self != Collection::Hairpin
+        match self {
+            Collection::ServiceIps
+            | Collection::ServiceNodePorts
+            | Collection::NoEndpointServices
+            | Collection::NoEndpointNodePorts => true,
+            Collection::Hairpin => false,
+        }
     }
 
     fn key_type(self) -> &'static str {
@@ -218,10 +234,11 @@ impl PortRules {
             if let Some(timeout) = port.affinity_timeout {
                 out.sets.insert(affinity_set(name, ep, timeout), timeout);
             }
-            // A pod can meet itself only on its own node, or through another node's
-            // node port or external IP of an `externalTrafficPolicy: Local` Service,
-            // which does not masquerade pod traffic.
-            if ep.local || (port.external_local && port.externally_accessible()) {
+            // A pod can meet itself only on its own node (or an endpoint without a
+            // `nodeName` may be one of this node's), or through another node's node port
+            // or external IP of an `externalTrafficPolicy: Local` Service, which does not
+            // masquerade pod traffic.
+            if ep.local || ep.unplaced || (port.external_local && port.externally_accessible()) {
                 out.elements.insert(
                     (Collection::Hairpin, format!("{0} . {0}", ep.ip)),
                     String::new(),
@@ -273,6 +290,21 @@ impl PortRules {
                 rules.push(format!("goto {external_policy_chain}"));
             }
             out.chains.insert(external_chain.clone(), rules);
+        }
+
+        if has_internal && !config.service_cidr.contains(port.cluster_ip) {
+            // Outside `--service-cluster-ip-range` (the flag and the apiserver disagree,
+            // or the range changed), the skeleton's masquerade rule misses this cluster
+            // IP: upstream's own rule, in the chain.
+            if let Some(rules) = out.chains.get_mut(internal_chain) {
+                rules.insert(
+                    0,
+                    format!(
+                        "ip daddr {} {proto} dport {} ip saddr != {cidr} jump {MARK_MASQ_CHAIN}",
+                        port.cluster_ip, port.port
+                    ),
+                );
+            }
         }
 
         let ip_key = |ip: Ipv4Addr| format!("{ip} . {proto} . {}", port.port);
@@ -425,7 +457,8 @@ pub fn is_affinity_set(set: &str) -> bool {
     set.starts_with("affinity-")
 }
 
-/// The chains, sets and maps a table holds, from `nft -t list table`.
+/// The chains and sets (maps excluded) a table holds, from `nft list chains` and
+/// `nft list sets`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Existing {
     /// Chain names.
@@ -476,6 +509,10 @@ impl Claims {
     /// The value that is programmed: the first claimant's.
     fn winner(&self) -> Option<&String> {
         self.0.first().map(|(_, v)| v)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -545,7 +582,7 @@ impl Ruleset {
         self.rules
     }
 
-    /// How many map elements are programmed.
+    /// How many map and set elements are programmed.
     pub fn element_count(&self) -> usize {
         self.claims.len()
     }
@@ -616,7 +653,7 @@ impl Ruleset {
                 None => {
                     if let Some(claims) = self.claims.get_mut(key) {
                         claims.remove(&name);
-                        if claims.0.is_empty() {
+                        if claims.is_empty() {
                             self.claims.remove(key);
                         }
                     }

@@ -320,6 +320,14 @@ async fn rules_apply_update_resync_and_clean_up_in_a_netns() {
     );
     assert!(!listing.contains("10.96.0.12"), "{listing}");
     assert!(
+        !listing.contains("10.244.1.2 . 10.244.1.2"),
+        "web's hairpin pair went with its endpoints:\n{listing}"
+    );
+    assert!(
+        listing.contains("10.244.1.3 . 10.244.1.3"),
+        "np's pairs stay:\n{listing}"
+    );
+    assert!(
         !listing.contains("dnat to 10.244.3.2"),
         "stale chains are flushed"
     );
@@ -333,9 +341,10 @@ async fn rules_apply_update_resync_and_clean_up_in_a_netns() {
         "web's chains are gone:\n{listing}"
     );
 
-    // A full sync over an existing table works and changes nothing.
-    let terse = || in_ns(&ns, &["nft", "-t", "list", "table", "ip", "rkube-proxy"]);
-    let before = terse();
+    // A full sync over an existing table works and changes nothing, set and map elements
+    // included.
+    let full_listing = || list(&ns);
+    let before = full_listing();
     proxier.request_full_sync();
     assert!(
         proxier
@@ -345,7 +354,7 @@ async fn rules_apply_update_resync_and_clean_up_in_a_netns() {
             .full
     );
     assert_eq!(
-        terse(),
+        full_listing(),
         before,
         "a full resync of the same state is a no-op"
     );
@@ -367,7 +376,7 @@ async fn rules_apply_update_resync_and_clean_up_in_a_netns() {
     );
     restarted.sync(&inputs).await.expect("stale chain deletion");
     assert_eq!(
-        terse(),
+        full_listing(),
         before,
         "the leftover chain is deleted, nothing else changed"
     );

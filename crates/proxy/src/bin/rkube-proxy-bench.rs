@@ -95,6 +95,7 @@ fn port(i: usize, endpoints: usize, generation: usize) -> ServicePort {
                 serving: true,
                 terminating: false,
                 local: e == 0,
+                unplaced: false,
             })
             .collect(),
     }

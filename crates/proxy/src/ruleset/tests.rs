@@ -29,6 +29,7 @@ fn ep(ip: &str, ready: bool, terminating: bool, local: bool) -> Endpoint {
         serving: ready || terminating,
         terminating,
         local,
+        unplaced: false,
     }
 }
 
@@ -312,6 +313,112 @@ fn terminating_endpoints_are_used_only_when_none_is_ready() {
     let s = short(&PortRules::generate(&p, &config()));
     assert_eq!(s["service"], ["meta l4proto tcp dnat to 10.244.1.2:8080"]);
     assert!(!format!("{s:?}").contains("10.244.1.3"), "{s:?}");
+    assert_eq!(
+        s["elements"],
+        [
+            "service-ips 10.96.0.10 . tcp . 80 : goto service",
+            "hairpin 10.244.1.2 . 10.244.1.2",
+        ],
+        "the fallback endpoint can meet itself too"
+    );
+}
+
+#[test]
+fn an_endpoint_without_a_node_is_a_hairpin_candidate() {
+    // Hand-written EndpointSlices often leave `nodeName` out; the endpoint may be a pod
+    // of this node, which must reach itself through the Service.
+    let mut unplaced = ep("10.244.1.7", true, false, false);
+    unplaced.unplaced = true;
+    let p = port(
+        "manual",
+        vec![unplaced, ep("10.244.2.2", true, false, false)],
+    );
+    let s = short(&PortRules::generate(&p, &config()));
+    assert_eq!(
+        s["elements"],
+        [
+            "service-ips 10.96.0.10 . tcp . 80 : goto service",
+            "hairpin 10.244.1.7 . 10.244.1.7",
+        ]
+    );
+}
+
+#[test]
+fn a_cluster_ip_outside_the_service_range_keeps_its_own_masquerade_rule() {
+    let mut p = port("web", vec![ep("10.244.1.2", true, false, true)]);
+    p.cluster_ip = "172.30.0.5".parse().unwrap();
+    let s = short(&PortRules::generate(&p, &config()));
+    assert_eq!(
+        s["service"],
+        [
+            "ip daddr 172.30.0.5 tcp dport 80 ip saddr != 10.244.0.0/16 jump mark-for-masquerade",
+            "meta l4proto tcp dnat to 10.244.1.2:8080",
+        ]
+    );
+    // Inside the range, the skeleton's one rule covers it.
+    p.cluster_ip = "10.111.0.5".parse().unwrap();
+    let s = short(&PortRules::generate(&p, &config()));
+    assert_eq!(s["service"], ["meta l4proto tcp dnat to 10.244.1.2:8080"]);
+    let range: Ipv4Cidr = "10.96.0.0/12".parse().unwrap();
+    assert!(range.contains("10.111.255.255".parse().unwrap()));
+    assert!(!range.contains("10.112.0.0".parse().unwrap()));
+    assert!(
+        "0.0.0.0/0"
+            .parse::<Ipv4Cidr>()
+            .unwrap()
+            .contains(Ipv4Addr::BROADCAST)
+    );
+}
+
+#[test]
+fn from_ports_builds_what_updates_one_by_one_build() {
+    // `from_ports` skips `update`'s transaction bookkeeping; the result must not differ,
+    // shared elements (an external IP, a hairpin pair) and a repeated port included.
+    let mut ports = Vec::new();
+    for i in 0..20u8 {
+        let mut p = port(
+            &format!("svc{i}"),
+            (0..(i % 4))
+                .map(|e| ep(&format!("10.244.{e}.{}", i % 3), e != 2, e == 2, e == 0))
+                .collect(),
+        );
+        p.cluster_ip = Ipv4Addr::new(10, 96, 1, i);
+        p.node_port = (i % 5 == 0).then_some(30000 + u16::from(i));
+        p.external_ips = if i % 3 == 0 {
+            vec![Ipv4Addr::new(192, 0, 2, 7)]
+        } else {
+            Vec::new()
+        };
+        p.affinity_timeout = (i % 4 == 1).then_some(60);
+        p.external_local = i % 6 == 0;
+        p.internal_local = i % 7 == 3;
+        ports.push(p);
+    }
+    ports.push(ports[4].clone());
+    let rules = || {
+        ports
+            .iter()
+            .map(|p| (p.name.clone(), PortRules::generate(p, &config())))
+    };
+    let built = Ruleset::from_ports(rules());
+    let mut folded = Ruleset::default();
+    for (name, r) in rules() {
+        folded.update(name, Some(r), &mut Transaction::default());
+    }
+    assert_eq!(built.len(), folded.len());
+    assert_eq!(built.rule_count(), folded.rule_count());
+    assert_eq!(built.element_count(), folded.element_count());
+    let existing = Existing::default();
+    assert_eq!(
+        built.full_sync(&config(), &existing),
+        folded.full_sync(&config(), &existing)
+    );
+    for p in &ports {
+        assert_eq!(
+            built.has_chain(&format!("service-{}", port_chain_base(&p.name))),
+            folded.has_chain(&format!("service-{}", port_chain_base(&p.name)))
+        );
+    }
 }
 
 #[test]

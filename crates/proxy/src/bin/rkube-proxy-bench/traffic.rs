@@ -373,6 +373,7 @@ fn service_port() -> ServicePort {
             serving: true,
             terminating: false,
             local: true,
+            unplaced: false,
         }],
     }
 }

@@ -341,6 +341,27 @@ async fn rules_apply_update_resync_and_clean_up_in_a_netns() {
         "web's chains are gone:\n{listing}"
     );
 
+    // np drops its session affinity: the sets go in the same partial transaction that
+    // flushes the chains whose rules used them.
+    inputs.lock().unwrap().apply_service(Event::Apply(service(
+        "np",
+        "10.96.0.11",
+        json!({
+            "type": "NodePort",
+            "externalTrafficPolicy": "Local",
+            "externalIPs": ["192.0.2.7"],
+            "ports": [{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080}],
+        }),
+    )));
+    let done = proxier.sync(&inputs).await.expect("deleting sets applies");
+    assert!(!done.full);
+    let listing = list(&ns);
+    assert!(!listing.contains("affinity-"), "{listing}");
+    assert!(
+        listing.contains("numgen random mod 2 0 meta l4proto tcp dnat to 10.244.1.3:8080"),
+        "{listing}"
+    );
+
     // A full sync over an existing table works and changes nothing, set and map elements
     // included.
     let full_listing = || list(&ns);

@@ -531,10 +531,24 @@ async fn traffic_reaches_pods_through_cluster_ip_node_port_and_hairpin() {
             service("empty", "10.96.0.12", json!({})),
             service("local", "10.96.0.13", node_port(30081, "Local")),
             service("remote", "10.96.0.14", node_port(30082, "Local")),
+            service(
+                "sticky",
+                "10.96.0.15",
+                json!({
+                    "sessionAffinity": "ClientIP",
+                    "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 60}},
+                }),
+            ),
         ],
         vec![
             slice("web", "web-1", "TCP", &[("10.244.1.2", "node-1", true)]),
             slice("local", "local-1", "TCP", &[("10.244.1.2", "node-1", true)]),
+            slice(
+                "sticky",
+                "sticky-1",
+                "TCP",
+                &[("10.244.1.2", "node-1", true)],
+            ),
             // On another node that does not exist here: Local policy must not use it.
             slice(
                 "remote",
@@ -556,6 +570,18 @@ async fn traffic_reaches_pods_through_cluster_ip_node_port_and_hairpin() {
             "node port from the node",
         ),
         (pod, "http://10.96.0.10/", "the pod to itself (hairpin)"),
+        // The first request takes the numgen rule and records the client; the second
+        // takes the affinity rule: both must be masqueraded back to the pod.
+        (
+            pod,
+            "http://10.96.0.15/",
+            "the pod to itself with ClientIP affinity",
+        ),
+        (
+            pod,
+            "http://10.96.0.15/",
+            "the pod to itself again, now through its affinity entry",
+        ),
         (
             client,
             "http://192.168.77.1:30080/",
@@ -575,6 +601,12 @@ async fn traffic_reaches_pods_through_cluster_ip_node_port_and_hairpin() {
         let body = curl(from, url).unwrap_or_else(|e| panic!("{what} ({url}): {e}"));
         assert_eq!(body, hello, "{what}");
     }
+
+    let listing = list(node);
+    assert!(
+        listing.contains("elements = { 10.244.1.2 expires"),
+        "the pod is in its affinity set:\n{listing}"
+    );
 
     // curl's 7 is "could not connect" (refused at once); a drop times out (28).
     let err = curl(node, "http://10.96.0.12/").expect_err("no endpoints: rejected");

@@ -52,6 +52,61 @@ pub enum Error {
 /// The result type of this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// An IPv4 or IPv6 network (`10.244.0.0/16`, `fd00::/8`; a bare address is one host):
+/// the clients names may be forwarded for (`--forward-allow`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Network {
+    /// Whether `ip` is in the network. An IPv4 address in IPv6 form (`::ffff:10.0.0.1`,
+    /// as a dual-stack socket reports IPv4 peers) counts as the IPv4 address.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(ip) & mask == u32::from(net) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(ip) & mask == u128::from(net) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// Parses a `--forward-allow` entry.
+pub fn parse_network(s: &str) -> std::result::Result<Network, String> {
+    let bad = || format!("{s:?} is not an IP network (e.g. 10.244.0.0/16, or one address)");
+    let (addr, prefix) = match s.split_once('/') {
+        Some((addr, prefix)) => (addr, Some(prefix)),
+        None => (s, None),
+    };
+    let addr: IpAddr = addr.trim().parse().map_err(|_| bad())?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix {
+        Some(p) => p.trim().parse::<u8>().map_err(|_| bad())?,
+        None => max,
+    };
+    if prefix > max {
+        return Err(bad());
+    }
+    Ok(Network { addr, prefix })
+}
+
 /// How the client asked, and so how the upstream is asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
@@ -218,6 +273,30 @@ pub fn without_self(upstreams: Vec<SocketAddr>, listen: SocketAddr) -> Vec<Socke
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn networks_parse_and_contain() {
+        let pods = parse_network("10.244.0.0/16").unwrap();
+        assert!(pods.contains("10.244.255.1".parse().unwrap()));
+        assert!(!pods.contains("10.245.0.1".parse().unwrap()));
+        assert!(pods.contains("::ffff:10.244.0.9".parse().unwrap()));
+        assert!(!pods.contains("fd00::1".parse().unwrap()));
+        let host = parse_network("192.0.2.1").unwrap();
+        assert_eq!(host.to_string(), "192.0.2.1/32");
+        assert!(host.contains("192.0.2.1".parse().unwrap()));
+        assert!(!host.contains("192.0.2.2".parse().unwrap()));
+        let v6 = parse_network("fd00::/8").unwrap();
+        assert!(v6.contains("fdff::1".parse().unwrap()));
+        assert!(!v6.contains("fe80::1".parse().unwrap()));
+        assert!(
+            parse_network("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+        for bad in ["10.244.0.0/33", "fd00::/129", "pods", "10.244.0.0/x", ""] {
+            assert!(parse_network(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn upstream_flags_parse_with_and_without_ports() {

@@ -46,6 +46,8 @@ pub struct Options {
     pub upstreams: Vec<SocketAddr>,
     /// How long an upstream has to answer one attempt.
     pub forward_timeout: Duration,
+    /// The clients names outside the cluster domain are forwarded for; empty: everyone.
+    pub forward_allow: Vec<forward::Network>,
 }
 
 impl Default for Options {
@@ -56,6 +58,7 @@ impl Default for Options {
             ttl: records::DEFAULT_TTL,
             upstreams: Vec::new(),
             forward_timeout: forward::DEFAULT_TIMEOUT,
+            forward_allow: Vec::new(),
         }
     }
 }
@@ -101,11 +104,14 @@ pub async fn start(
         metrics.clone(),
         stop.clone(),
     );
-    let resolver = Arc::new(Resolver::new(
-        zone.clone(),
-        Forwarder::new(options.upstreams.clone(), options.forward_timeout),
-        metrics.clone(),
-    ));
+    let resolver = Arc::new(
+        Resolver::new(
+            zone.clone(),
+            Forwarder::new(options.upstreams.clone(), options.forward_timeout),
+            metrics.clone(),
+        )
+        .forward_only_for(options.forward_allow.clone()),
+    );
     tasks.extend(server::serve(sockets, resolver, stop));
     Ok(Running {
         addr,

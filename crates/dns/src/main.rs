@@ -8,7 +8,9 @@ use anyhow::{Context as _, bail};
 use clap::Parser;
 use rkube_client::cli::{init_logging, parse_duration, shutdown_signal};
 use rkube_client::{Client, ClientConfig};
-use rkube_dns::forward::{parse_upstream, resolv_conf_nameservers, without_self};
+use rkube_dns::forward::{
+    Network, parse_network, parse_upstream, resolv_conf_nameservers, without_self,
+};
 use rkube_dns::{Options, records};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -48,6 +50,11 @@ struct Args {
     /// How long an upstream has to answer before the next one is tried.
     #[arg(long, env = "RKUBE_DNS_FORWARD_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     forward_timeout: Duration,
+    /// Forward names outside the cluster domain only for clients in these networks
+    /// (comma-separated CIDRs or addresses); others get REFUSED. Default: every client,
+    /// which suits a server only the cluster can reach.
+    #[arg(long, env = "RKUBE_DNS_FORWARD_ALLOW", value_delimiter = ',', value_parser = parse_network)]
+    forward_allow: Vec<Network>,
     /// The TTL of the cluster's records, in seconds (CoreDNS's default is 5).
     #[arg(long, env = "RKUBE_DNS_TTL", default_value_t = records::DEFAULT_TTL)]
     ttl: u32,
@@ -142,6 +149,7 @@ async fn run() -> anyhow::Result<()> {
         ttl: args.ttl,
         upstreams: upstreams.clone(),
         forward_timeout: args.forward_timeout,
+        forward_allow: args.forward_allow.clone(),
     };
     let running = rkube_dns::start(&client, &options, stop.clone())
         .await
@@ -152,6 +160,7 @@ async fn run() -> anyhow::Result<()> {
         health = %health_addr,
         domain = %domain,
         upstreams = ?upstreams,
+        forward_allow = ?args.forward_allow.iter().map(ToString::to_string).collect::<Vec<_>>(),
         ttl = args.ttl,
         "serving dns"
     );
@@ -222,6 +231,15 @@ mod tests {
         assert_eq!(args.ttl, 5);
         assert_eq!(args.health_bind_address, "127.0.0.1:9153".parse().unwrap());
         assert!(args.upstream.is_empty());
+        assert!(
+            args.forward_allow.is_empty(),
+            "forwards for everyone by default"
+        );
+        let args = Args::try_parse_from(["rkube-dns", "--forward-allow", "10.88.0.0/24,192.0.2.1"])
+            .unwrap();
+        let allowed: Vec<String> = args.forward_allow.iter().map(ToString::to_string).collect();
+        assert_eq!(allowed, ["10.88.0.0/24", "192.0.2.1/32"]);
+        assert!(Args::try_parse_from(["rkube-dns", "--forward-allow", "pods"]).is_err());
         let args =
             Args::try_parse_from(["rkube-dns", "--upstream", "10.0.0.2,[fd00::2]:5353"]).unwrap();
         assert_eq!(

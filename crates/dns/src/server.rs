@@ -12,7 +12,7 @@
 //! Answers from the zone are authoritative (AA set); NXDOMAIN and NODATA carry the zone's
 //! SOA in the authority section so resolvers cache them for the TTL.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use crate::forward::{Forwarder, Transport};
+use crate::forward::{Forwarder, Network, Transport};
 use crate::metrics::{Metrics, Source};
 use crate::records::{Answer, RData, Rr};
 use crate::zone::ZoneReader;
@@ -69,6 +69,7 @@ pub struct Resolver {
     zone: ZoneReader,
     forwarder: Forwarder,
     metrics: Arc<Metrics>,
+    forward_allow: Vec<Network>,
 }
 
 impl Resolver {
@@ -78,12 +79,26 @@ impl Resolver {
             zone,
             forwarder,
             metrics,
+            forward_allow: Vec::new(),
         }
     }
 
-    /// The answer to `packet` received over `transport`, or `None` when it deserves none
-    /// (too short to carry an ID, or itself a response).
-    pub async fn answer(&self, packet: &[u8], transport: Transport) -> Option<Vec<u8>> {
+    /// Forwards names outside the zone only for clients in `networks` (none: for every
+    /// client); the others get REFUSED, as a resolver's `allow-recursion` does. Names in
+    /// the zone are answered for everyone.
+    pub fn forward_only_for(mut self, networks: Vec<Network>) -> Resolver {
+        self.forward_allow = networks;
+        self
+    }
+
+    /// The answer to `packet` received over `transport` from `client`, or `None` when it
+    /// deserves none (too short to carry an ID, or itself a response).
+    pub async fn answer(
+        &self,
+        packet: &[u8],
+        transport: Transport,
+        client: IpAddr,
+    ) -> Option<Vec<u8>> {
         let started = Instant::now();
         let request = match Message::from_vec(packet) {
             Ok(request) => request,
@@ -109,6 +124,12 @@ impl Resolver {
         let snapshot = self.zone.current();
         let answer = snapshot.lookup(&query.name().to_ascii(), qtype);
         if answer == Answer::Forward {
+            if !self.forward_allow.is_empty()
+                && !self.forward_allow.iter().any(|n| n.contains(client))
+            {
+                debug!(%client, name = %query.name(), "not forwarding for this client");
+                return Some(self.error(&request, ResponseCode::Refused, started));
+            }
             return Some(self.forward(&request, packet, transport, started).await);
         }
         // Before the caches have listed, the zone is empty: an authoritative NXDOMAIN would
@@ -468,7 +489,7 @@ async fn serve_udp(
         let socket = socket.clone();
         let resolver = resolver.clone();
         tokio::spawn(async move {
-            if let Some(reply) = resolver.answer(&packet, Transport::Udp).await
+            if let Some(reply) = resolver.answer(&packet, Transport::Udp, peer.ip()).await
                 && let Err(e) = socket.send_to(&reply, peer).await
             {
                 debug!(%peer, error = %e, "udp send failed");
@@ -504,7 +525,7 @@ async fn serve_tcp(
         let resolver = resolver.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_connection(stream, &resolver, stop).await {
+            if let Err(e) = serve_connection(stream, peer.ip(), &resolver, stop).await {
                 debug!(%peer, error = %e, "tcp connection ended");
             }
             drop(permit);
@@ -516,6 +537,7 @@ async fn serve_tcp(
 /// Answers the queries of one TCP connection until it closes, idles, or the server stops.
 async fn serve_connection(
     mut stream: TcpStream,
+    client: IpAddr,
     resolver: &Resolver,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
@@ -536,7 +558,7 @@ async fn serve_connection(
             .map_err(|_| {
                 std::io::Error::new(std::io::ErrorKind::TimedOut, "query body timed out")
             })??;
-        let Some(reply) = resolver.answer(&packet, Transport::Tcp).await else {
+        let Some(reply) = resolver.answer(&packet, Transport::Tcp, client).await else {
             continue;
         };
         let Ok(len) = u16::try_from(reply.len()) else {

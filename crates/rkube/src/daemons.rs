@@ -145,6 +145,13 @@ impl Daemon {
                 if let Some(ip) = node_ip {
                     flag("publish-address", ip.to_string().into());
                 }
+                // It listens on the machine's address: other hosts of the network must not
+                // get a free recursive resolver. Pods, this machine and loopback only.
+                let mut allow = vec![s.pod_cidr.clone(), "127.0.0.0/8".to_string()];
+                if let Some(ip) = node_ip {
+                    allow.push(ip.to_string());
+                }
+                flag("forward-allow", allow.join(",").into());
             }
             Daemon::HollowKubelet => {
                 flag("kubeconfig", kubeconfig);
@@ -332,7 +339,8 @@ mod tests {
             args(Daemon::Dns, &layout, &s),
             "--kubeconfig /d/apiserver/kubeconfig --listen 192.0.2.1:7 \
              --health-bind-address 127.0.0.1:8 --service-ip 10.96.0.10 \
-             --publish-address 192.0.2.1"
+             --publish-address 192.0.2.1 \
+             --forward-allow 10.88.0.0/24,127.0.0.0/8,192.0.2.1"
         );
         s.real_node = false;
         s.hollow_nodes = 7;

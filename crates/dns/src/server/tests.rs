@@ -65,9 +65,21 @@ fn query(name: &str, qtype: RecordType) -> Message {
     message
 }
 
+/// A pod's address: the usual client.
+const POD: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 244, 0, 5));
+
 async fn ask(resolver: &Resolver, message: &Message, transport: Transport) -> Message {
+    ask_from(resolver, message, transport, POD).await
+}
+
+async fn ask_from(
+    resolver: &Resolver,
+    message: &Message,
+    transport: Transport,
+    client: IpAddr,
+) -> Message {
     let bytes = resolver
-        .answer(&message.to_vec().unwrap(), transport)
+        .answer(&message.to_vec().unwrap(), transport, client)
         .await
         .expect("an answer");
     let reply = Message::from_vec(&bytes).unwrap();
@@ -149,14 +161,23 @@ async fn malformed_and_unsupported_messages_get_error_codes() {
     let resolver = resolver();
     // A header and garbage: FORMERR with the same ID.
     let bytes = resolver
-        .answer(&[0xab, 0xcd, 0x01, 0x00, 0x00, 0x05, 0xff], Transport::Udp)
+        .answer(
+            &[0xab, 0xcd, 0x01, 0x00, 0x00, 0x05, 0xff],
+            Transport::Udp,
+            POD,
+        )
         .await
         .expect("an answer");
     let reply = Message::from_vec(&bytes).unwrap();
     assert_eq!(reply.metadata.id, 0xabcd);
     assert_eq!(reply.metadata.response_code, ResponseCode::FormErr);
     // Too short for an ID: nothing to answer.
-    assert!(resolver.answer(&[0xab], Transport::Udp).await.is_none());
+    assert!(
+        resolver
+            .answer(&[0xab], Transport::Udp, POD)
+            .await
+            .is_none()
+    );
 
     let mut status = query("web.default.svc.cluster.local.", RecordType::A);
     status.metadata.op_code = OpCode::Status;
@@ -176,7 +197,7 @@ async fn malformed_and_unsupported_messages_get_error_codes() {
     response.metadata.message_type = MessageType::Response;
     assert!(
         resolver
-            .answer(&response.to_vec().unwrap(), Transport::Udp)
+            .answer(&response.to_vec().unwrap(), Transport::Udp, POD)
             .await
             .is_none()
     );
@@ -199,6 +220,40 @@ async fn outside_names_without_upstreams_are_servfail_and_counted() {
             .contains(r#"rkube_dns_queries_total{type="A",rcode="SERVFAIL",source="forward"} 1"#),
         "{metrics}"
     );
+}
+
+#[tokio::test]
+async fn outside_names_are_refused_to_clients_outside_the_allowed_networks() {
+    let resolver = resolver().forward_only_for(vec![
+        crate::forward::parse_network("10.244.0.0/16").unwrap(),
+        crate::forward::parse_network("192.0.2.1").unwrap(),
+    ]);
+    let outside = query("example.com.", RecordType::A);
+    let stranger: IpAddr = "192.0.2.9".parse().unwrap();
+    let reply = ask_from(&resolver, &outside, Transport::Udp, stranger).await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::Refused);
+    // Over TCP too, and for an IPv4 client that a dual-stack socket reports as IPv6.
+    let mapped: IpAddr = "::ffff:192.0.2.9".parse().unwrap();
+    let reply = ask_from(&resolver, &outside, Transport::Tcp, mapped).await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::Refused);
+    // The cluster's own names are answered for anyone.
+    let inside = query("web.default.svc.cluster.local.", RecordType::A);
+    let reply = ask_from(&resolver, &inside, Transport::Udp, stranger).await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(reply.answers.len(), 1);
+    // Allowed clients are forwarded (no upstream here: SERVFAIL, not REFUSED).
+    for client in [
+        POD,
+        "192.0.2.1".parse().unwrap(),
+        "::ffff:10.244.3.3".parse().unwrap(),
+    ] {
+        let reply = ask_from(&resolver, &outside, Transport::Udp, client).await;
+        assert_eq!(
+            reply.metadata.response_code,
+            ResponseCode::ServFail,
+            "{client}"
+        );
+    }
 }
 
 #[tokio::test]

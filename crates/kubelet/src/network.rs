@@ -11,7 +11,6 @@
 //! [`RESYNC`] to repair drift. Commands (`ip`, `nft`, `iptables`) run on a [`Host`]: this
 //! network namespace, or a named one for tests.
 
-pub mod cidr;
 pub mod netfilter;
 pub mod routes;
 
@@ -30,7 +29,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-pub use cidr::{CidrError, Ipv4Cidr};
+pub use rkube_types::cidr::{CidrError, Ipv4Cidr};
 
 use routes::{DesiredRoute, RoutePlan};
 
@@ -223,7 +222,7 @@ impl PodNetwork {
         // A pod CIDR outside --cluster-cidr (e.g. `rkube up`'s default 10.88.0.0/24 on a
         // cluster without node IPAM) is still pod network: never NATed between pods, and
         // masqueraded when it leaves.
-        let pod_cidrs = cidr::minimal_cover(
+        let pod_cidrs = rkube_types::cidr::minimal_cover(
             std::iter::once(self.cluster_cidr).chain(own_cidr).chain(
                 nodes
                     .iter()

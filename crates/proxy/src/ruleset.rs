@@ -40,9 +40,8 @@
 //! moment after the map element pointing at it is gone, and deleting it fails.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::fmt::{self, Write as _};
+use std::fmt::Write as _;
 use std::net::Ipv4Addr;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use crate::model::{Endpoint, ServiceKey, ServicePort, ServicePortName};
@@ -63,54 +62,8 @@ const MASQUERADING_CHAIN: &str = "masquerading";
 /// Elements per `add element` statement in a full sync, to keep lines reasonable.
 const ELEMENTS_PER_STATEMENT: usize = 1000;
 
-/// A `--cluster-cidr` that is not an IPv4 CIDR.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid IPv4 CIDR {0:?} (e.g. 10.244.0.0/16)")]
-pub struct BadCidr(pub String);
-
-/// An IPv4 network, like `10.244.0.0/16`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ipv4Cidr {
-    /// The network address (host bits cleared).
-    pub addr: Ipv4Addr,
-    /// The prefix length, 0 to 32.
-    pub prefix: u8,
-}
-
-impl FromStr for Ipv4Cidr {
-    type Err = BadCidr;
-
-    fn from_str(s: &str) -> Result<Self, BadCidr> {
-        let bad = || BadCidr(s.to_string());
-        let (addr, prefix) = s.split_once('/').ok_or_else(bad)?;
-        let addr: Ipv4Addr = addr.parse().map_err(|_| bad())?;
-        let prefix: u8 = prefix.parse().map_err(|_| bad())?;
-        if prefix > 32 {
-            return Err(bad());
-        }
-        let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-        Ok(Ipv4Cidr {
-            addr: Ipv4Addr::from(u32::from(addr) & mask),
-            prefix,
-        })
-    }
-}
-
-impl Ipv4Cidr {
-    /// Whether `ip` is in the network.
-    pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        let mask = u32::MAX
-            .checked_shl(32 - u32::from(self.prefix))
-            .unwrap_or(0);
-        u32::from(ip) & mask == u32::from(self.addr)
-    }
-}
-
-impl fmt::Display for Ipv4Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
+/// The CIDR type of `--cluster-cidr` and `--service-cluster-ip-range`.
+pub use rkube_types::cidr::Ipv4Cidr;
 
 /// What the rules depend on besides the Services.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -292,7 +245,7 @@ impl PortRules {
             out.chains.insert(external_chain.clone(), rules);
         }
 
-        if has_internal && !config.service_cidr.contains(port.cluster_ip) {
+        if has_internal && !config.service_cidr.contains_addr(port.cluster_ip) {
             // Outside `--service-cluster-ip-range` (the flag and the apiserver disagree,
             // or the range changed), the skeleton's masquerade rule misses this cluster
             // IP: upstream's own rule, in the chain.

@@ -5,6 +5,7 @@
 
 pub use k8s_openapi;
 
+pub mod cidr;
 pub mod cron;
 pub mod fields;
 pub mod kinds;

@@ -19,8 +19,8 @@
 
 use std::fmt::Write as _;
 
-use super::cidr::Ipv4Cidr;
 use super::{Host, Result};
+use rkube_types::cidr::Ipv4Cidr;
 
 /// The kubelet's nftables table (family `ip`).
 pub const TABLE: &str = "rkube-podnet";
@@ -38,7 +38,7 @@ fn set_of(cidrs: &[Ipv4Cidr]) -> String {
 
 /// The `nft -f` input that makes table [`TABLE`] masquerade as the module documentation
 /// says. `pod_cidrs` is every pod network (the cluster CIDR and any node pod CIDR outside
-/// it), without nested entries (see [`super::cidr::minimal_cover`]); `own_cidr` is this
+/// it), without nested entries (see [`rkube_types::cidr::minimal_cover`]); `own_cidr` is this
 /// node's pod CIDR, when known.
 pub fn ruleset(pod_cidrs: &[Ipv4Cidr], own_cidr: Option<Ipv4Cidr>) -> String {
     let pods = set_of(pod_cidrs);

@@ -10,8 +10,8 @@ use std::net::Ipv4Addr;
 use k8s_openapi::api::core::v1::Node;
 use serde::Deserialize;
 
-use super::cidr::Ipv4Cidr;
 use super::{Error, Host, Result};
+use rkube_types::cidr::Ipv4Cidr;
 
 /// The route protocol (`ip route ... proto 66`) of the routes the kubelet installs. The
 /// numbers named in iproute2's `rt_protos` are taken by kernels and routing daemons

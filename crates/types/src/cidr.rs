@@ -1,6 +1,6 @@
-//! IPv4 CIDRs as the pod network needs them: parsed from Node objects and flags, normalized
-//! to their network address, compared for containment, and printed the way `ip` and `nft`
-//! print them.
+//! IPv4 CIDRs, as the pod network and Services need them: parsed from Node objects, flags
+//! and `ip route`, normalized to their network address, compared for containment, and
+//! printed the way `ip` and `nft` print them. Shared by the kubelet and rkube-proxy.
 
 use std::fmt;
 use std::net::Ipv4Addr;
